@@ -1,0 +1,120 @@
+"""Benchmark: 100k events through (a) a bare one-event-per-message Faust agent doing
+decode + one threshold and (b) the citywatch pipeline (ingest → micro-batches → all demo
+rules with zone lookup → alerts → store), both on the embedded broker, in one run.
+
+Events are real EPA PM2.5 readings from the bundled demo slice, repeated with distinct
+record ids to reach the count. Prints one JSON object with both rates and their ratio.
+
+Usage: python bench/pipeline.py [--events 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from kafka import KafkaProducer
+
+from citywatch.connectors.file import FileSource, load_feed
+from citywatch.ops.broker import EmbeddedBroker
+from citywatch.ops.kafka_admin import KafkaAdmin
+from citywatch.ops.progress import stage_lags
+from citywatch.ops.settings import DEMO_DIR, Settings
+from citywatch.ops.worker_process import WorkerProcess
+from citywatch.streams.envelope import Envelope, encode_envelope, make_envelope
+
+
+def real_events(total: int) -> list[bytes]:
+    feed = load_feed(DEMO_DIR / "feeds/epa_pm25_nyc.yaml")
+    base = [e for e in FileSource(feed).run() if isinstance(e, Envelope)]
+    out = []
+    for i in range(total):
+        e = base[i % len(base)]
+        out.append(encode_envelope(make_envelope(
+            source=e.source, source_record_id=f"{e.id}/{i}", domain=e.domain, kind=e.kind,
+            time=e.time, entity_id=e.entity_id, geometry=e.geometry,
+            attributes=e.attributes)))
+    return out
+
+
+def produce(bootstrap: str, topic: str, payloads: list[bytes]) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=20,
+                             batch_size=512 * 1024)
+    for p in payloads:
+        producer.send(topic, p)
+    producer.flush()
+    producer.close()
+
+
+def bench_bare(bootstrap: str, payloads: list[bytes], workdir: Path) -> dict[str, float]:
+    topic = "bench.bare"
+    with KafkaAdmin(bootstrap) as admin:
+        admin.ensure_topics([topic])
+    produce(bootstrap, topic, payloads)
+    result = workdir / "bare.json"
+    env = {**os.environ, "BENCH_BOOTSTRAP": bootstrap, "BENCH_TOPIC": topic,
+           "BENCH_TOTAL": str(len(payloads)), "BENCH_RESULT": str(result),
+           "BENCH_DATADIR": str(workdir / "bare-data")}
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "bare_faust_app.py"),
+                             "worker", "-l", "warn"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 600
+        while not result.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.1)
+        data = json.loads(result.read_text())
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    seconds = data["last"] - data["first"]
+    return {"events": data["count"], "seconds": round(seconds, 3),
+            "events_per_s": round(data["count"] / seconds)}
+
+
+def bench_pipeline(bootstrap: str, payloads: list[bytes], workdir: Path) -> dict[str, float]:
+    settings = Settings(kafka_bootstrap=bootstrap, topic_prefix="bench.", app_id="bench-cw",
+                        database_url=f"sqlite:///{workdir / 'bench.db'}",
+                        data_dir=workdir / "cw-data")
+    with KafkaAdmin(bootstrap) as admin:
+        admin.ensure_topics(settings.topics.all)
+        produce(bootstrap, settings.topics.raw("environment"), payloads)
+        with WorkerProcess(settings, bootstrap, workdir / "worker.log") as worker:
+            started = finished = None
+            total = len(payloads)
+            while finished is None:
+                if not worker.alive():
+                    raise RuntimeError(worker.log_tail())
+                lags = stage_lags(admin, settings)
+                now = time.perf_counter()
+                if started is None and lags["ingest"] < total:
+                    started = now
+                if started is not None and not any(lags.values()):
+                    finished = now
+                time.sleep(0.05)
+    seconds = finished - started
+    return {"events": total, "seconds": round(seconds, 3),
+            "events_per_s": round(total / seconds)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=100_000)
+    args = parser.parse_args()
+    payloads = real_events(args.events)
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
+        workdir = Path(tmp)
+        bare = bench_bare(broker.bootstrap, payloads, workdir)
+        pipeline = bench_pipeline(broker.bootstrap, payloads, workdir)
+    print(json.dumps({"bare_faust": bare, "citywatch_pipeline": pipeline,
+                      "ratio": round(pipeline["events_per_s"] / bare["events_per_s"], 2)}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Connectors: map external feeds into the canonical envelope and produce them to Kafka."""

@@ -1,0 +1,77 @@
+"""The connector base class.
+
+A connector is a :class:`Source`: ``run()`` yields envelopes (valid records) and dead
+letters (rejected records, with reason and locator) until the source is exhausted or
+``stop()`` is called. A runner decides where they go: Kafka, or stdout for a dry run.
+
+Example — a complete connector in a few lines:
+
+    >>> from datetime import datetime, timezone
+    >>> class Counter(Source):
+    ...     domain = "traffic"
+    ...     def run(self):
+    ...         for i in range(3):
+    ...             if not self.running:
+    ...                 return
+    ...             yield self.envelope(record_id=str(i), kind="traffic.volume",
+    ...                 time=datetime(2024, 1, 1, i, tzinfo=timezone.utc),
+    ...                 entity_id="counter-1", attributes={"volume": 100 * i})
+    >>> [e.attributes["volume"] for e in Counter(name="counter").run()]
+    [0, 100, 200]
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from citywatch.streams.deadletter import DeadLetter
+from citywatch.streams.envelope import AttributeValue, Envelope, EnvelopeError, make_envelope
+
+SourceItem = Envelope | DeadLetter
+
+
+class Source(ABC):
+    """Base class of every connector.
+
+    Subclasses set ``domain`` (or pass it) and implement :meth:`run`; they use
+    :meth:`envelope` to build valid envelopes and :meth:`reject` for bad records.
+    """
+
+    domain: str = ""
+
+    def __init__(self, name: str, domain: str | None = None) -> None:
+        self.name = name
+        if domain:
+            self.domain = domain
+        self._running = True
+
+    @property
+    def running(self) -> bool:
+        """False once :meth:`stop` was called; ``run()`` should return promptly then."""
+        return self._running
+
+    def stop(self) -> None:
+        """Ask ``run()`` to finish after the current record."""
+        self._running = False
+
+    @abstractmethod
+    def run(self) -> Iterator[SourceItem]:
+        """Yield envelopes and dead letters."""
+
+    def envelope(self, *, record_id: str, kind: str, time: datetime, entity_id: str,
+                 geometry: dict[str, Any] | None = None,
+                 attributes: dict[str, AttributeValue] | None = None) -> Envelope:
+        """A validated envelope from this source (raises :class:`EnvelopeError`)."""
+        return make_envelope(source=self.name, source_record_id=record_id,
+                             domain=self.domain, kind=kind, time=time, entity_id=entity_id,
+                             geometry=geometry, attributes=attributes)
+
+    def reject(self, error: EnvelopeError | str, *, locator: str, raw: str = "") -> DeadLetter:
+        """A dead letter for a record this source could not map."""
+        if isinstance(error, str):
+            error = EnvelopeError(error)
+        return DeadLetter.from_error(error, stage="connector", source=self.name,
+                                     locator=locator, raw=raw)

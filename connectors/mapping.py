@@ -1,0 +1,240 @@
+"""Declarative field mapping from a source record (a flat dict) to an envelope.
+
+Example:
+    >>> m = FeedMapping.model_validate({
+    ...     "name": "i94", "domain": "traffic", "kind": "traffic.volume",
+    ...     "record_id": ["date_time"], "entity_id": {"const": "mndot-atr-301"},
+    ...     "time": {"field": "date_time", "format": "%Y-%m-%d %H:%M:%S",
+    ...              "timezone": "America/Chicago"},
+    ...     "geometry": {"point": [-93.17, 44.96]},
+    ...     "attributes": {"volume": {"field": "traffic_volume", "type": "int"}}})
+    >>> e = m.to_envelope({"date_time": "2018-09-30 23:00:00", "traffic_volume": "954"},
+    ...                   locator="i94.csv:2")
+    >>> e.time.isoformat(), e.attributes
+    ('2018-10-01T04:00:00+00:00', {'volume': 954})
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from citywatch.streams.envelope import (
+    AttributeValue,
+    Domain,
+    Envelope,
+    EnvelopeError,
+    make_envelope,
+)
+
+DEFAULT_NULLS = ("", "NA", "N/A", "NaN", "nan", "null", "None")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Const(_Strict):
+    """A constant value instead of a field."""
+
+    const: str
+
+
+class AttributeMap(_Strict):
+    """One attribute: source field, type, optional linear unit conversion."""
+
+    field: str
+    type: Literal["float", "int", "str", "bool"] = "float"
+    optional: bool = False
+    scale: float = 1.0
+    offset: float = 0.0
+    null_values: tuple[str, ...] = DEFAULT_NULLS
+
+
+class TimeMap(_Strict):
+    """Event time: a field parsed with ``format`` (strptime), ISO 8601, or epoch ``unit``.
+
+    Naive times are read in ``timezone`` (IANA name), then converted to UTC.
+    """
+
+    field: str
+    format: str | None = None
+    unit: Literal["s", "ms"] | None = None
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA timezone {value!r}") from None
+        return value
+
+
+class GeometryMap(_Strict):
+    """Location: ``lon``/``lat`` fields, a constant ``point``, or the record's GeoJSON
+    geometry (``from_record: true``). ``optional`` lets records without one through."""
+
+    lon: str | None = None
+    lat: str | None = None
+    point: tuple[float, float] | None = None
+    from_record: bool = False
+    optional: bool = False
+
+    @model_validator(mode="after")
+    def _one_way(self) -> GeometryMap:
+        ways = [self.lon is not None and self.lat is not None, self.point is not None,
+                self.from_record]
+        if sum(ways) != 1:
+            raise ValueError("give exactly one of lon+lat, point, from_record")
+        return self
+
+
+class JoinMap(_Strict):
+    """A lookup join against a second CSV file (e.g. businesses for coordinates)."""
+
+    path: Path
+    key: str
+    encoding: str = "utf-8"
+
+
+class FeedMapping(_Strict):
+    """How one feed's records become envelopes."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    domain: Domain
+    kind: str
+    format: Literal["csv", "jsonl", "geojson"] = "csv"
+    path: Path | None = None
+    encoding: str = "utf-8"
+    record_id: list[str] = Field(min_length=1)
+    entity_id: str | Const
+    time: TimeMap
+    geometry: GeometryMap | None = None
+    attributes: dict[str, AttributeMap] = {}
+    join: JoinMap | None = None
+
+    def to_envelope(self, record: dict[str, Any], *, locator: str,
+                    received_at: datetime | None = None) -> Envelope:
+        """Map one record; raises :class:`EnvelopeError` naming the field and ``locator``."""
+        try:
+            return make_envelope(
+                source=self.name,
+                source_record_id="/".join(_text(record, f) for f in self.record_id),
+                domain=self.domain, kind=self.kind,
+                time=_parse_time(record, self.time),
+                entity_id=(self.entity_id.const if isinstance(self.entity_id, Const)
+                           else _text(record, self.entity_id)),
+                geometry=_geometry(record, self.geometry),
+                attributes=_attributes(record, self.attributes),
+                received_at=received_at)
+        except EnvelopeError as exc:
+            raise exc.with_locator(locator) from None
+
+
+def _raw(record: dict[str, Any], field: str) -> Any:
+    if field not in record:
+        raise EnvelopeError("missing from the record", field=field)
+    return record[field]
+
+
+def _text(record: dict[str, Any], field: str) -> str:
+    value = _raw(record, field)
+    if value is None or str(value).strip() == "":
+        raise EnvelopeError("empty", field=field)
+    return str(value).strip()
+
+
+def _parse_time(record: dict[str, Any], spec: TimeMap) -> datetime:
+    value = _raw(record, spec.field)
+    try:
+        if spec.unit is not None:
+            seconds = float(value) / (1000.0 if spec.unit == "ms" else 1.0)
+            return datetime.fromtimestamp(seconds, UTC)
+        text = str(value).strip()
+        parsed = (datetime.strptime(text, spec.format) if spec.format
+                  else datetime.fromisoformat(text))
+    except (TypeError, ValueError, OverflowError, OSError):
+        expected = spec.format or (f"epoch {spec.unit}" if spec.unit else "ISO 8601")
+        raise EnvelopeError(f"{value!r} is not a time ({expected})", field=spec.field) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=ZoneInfo(spec.timezone))
+    return parsed.astimezone(UTC)
+
+
+def _coordinate(record: dict[str, Any], field: str) -> float | None:
+    value = _raw(record, field)
+    if value is None or str(value).strip() in DEFAULT_NULLS:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise EnvelopeError(f"{value!r} is not a coordinate", field=field) from None
+    if not math.isfinite(number):
+        raise EnvelopeError(f"{value!r} is not a coordinate", field=field)
+    return number
+
+
+def _geometry(record: dict[str, Any], spec: GeometryMap | None) -> dict[str, Any] | None:
+    if spec is None:
+        return None
+    if spec.point is not None:
+        return {"type": "Point", "coordinates": list(spec.point)}
+    if spec.from_record:
+        geometry = record.get("__geometry__")
+        if geometry is None and not spec.optional:
+            raise EnvelopeError("missing coordinates", field="geometry")
+        return geometry
+    assert spec.lon is not None and spec.lat is not None
+    lon, lat = _coordinate(record, spec.lon), _coordinate(record, spec.lat)
+    if lon is None or lat is None:
+        if spec.optional:
+            return None
+        raise EnvelopeError("missing coordinates", field=spec.lon if lon is None else spec.lat)
+    return {"type": "Point", "coordinates": [lon, lat]}
+
+
+def _convert(value: Any, spec: AttributeMap) -> AttributeValue:
+    if spec.type == "str":
+        return str(value)
+    if spec.type == "bool":
+        text = str(value).strip().lower()
+        if text in {"1", "true", "yes", "y", "t"}:
+            return True
+        if text in {"0", "false", "no", "n", "f"}:
+            return False
+        raise ValueError
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError
+    number = number * spec.scale + spec.offset
+    if spec.type == "int":
+        if number != int(number):
+            raise ValueError
+        return int(number)
+    return number
+
+
+def _attributes(record: dict[str, Any],
+                specs: dict[str, AttributeMap]) -> dict[str, AttributeValue]:
+    out: dict[str, AttributeValue] = {}
+    for name, spec in specs.items():
+        value = record.get(spec.field)
+        if spec.field not in record and not spec.optional:
+            raise EnvelopeError("missing from the record", field=spec.field)
+        if value is None or (isinstance(value, str) and value.strip() in spec.null_values):
+            if spec.optional:
+                continue
+            raise EnvelopeError("empty", field=spec.field)
+        try:
+            out[name] = _convert(value, spec)
+        except (TypeError, ValueError, OverflowError):
+            raise EnvelopeError(f"{value!r} is not a valid {spec.type}",
+                                field=spec.field) from None
+    return out

@@ -1,0 +1,1 @@
+"""Forecasting: Prophet and seasonal-naive models for early-warning rules (in progress)."""

@@ -1,0 +1,1 @@
+"""Geography: zone layers (GeoJSON, GeoPackage, Shapefile) and vectorised point lookup."""

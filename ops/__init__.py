@@ -1,0 +1,1 @@
+"""Operational side of citywatch: CLI, settings, incident store, embedded broker, demo."""

@@ -1,0 +1,93 @@
+"""Kafka administration: topic creation, end offsets and consumer-group lag.
+
+End offsets are read back from the log itself: the embedded broker reports a partition's
+high watermark as the *base* offset of its last record batch + 1, so a batch of N records
+would hide N-1 of them from a plain ``end_offsets`` call. Fetching from that offset - 1
+returns the whole last batch, whose last offset + 1 is the true end (on real Kafka the
+two agree).
+
+Example:
+    >>> with KafkaAdmin("127.0.0.1:9092") as admin:        # doctest: +SKIP
+    ...     admin.ensure_topics(["city.alerts"], partitions=1)
+    ...     admin.group_lag("citywatch", ["city.alerts"])
+    0
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from types import TracebackType
+
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+
+class KafkaAdmin:
+    """One admin client and one offsets consumer, reused for many queries."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self._admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="citywatch-admin")
+        self._consumer = KafkaConsumer(bootstrap_servers=bootstrap,
+                                       client_id="citywatch-offsets")
+
+    def ensure_topics(self, names: Iterable[str], partitions: int = 1) -> None:
+        """Create the topics that do not exist yet."""
+        existing = set(self._admin.list_topics())
+        missing = [NewTopic(name, partitions, 1) for name in names if name not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                self._admin.create_topics(missing)
+
+    def end_offsets(self, topics: Iterable[str]) -> dict[TopicPartition, int]:
+        """The offset after the last record of every partition of ``topics``."""
+        parts = [TopicPartition(t, p) for t in topics
+                 for p in (self._consumer.partitions_for_topic(t) or ())]
+        if not parts:
+            return {}
+        reported = dict(self._consumer.end_offsets(parts))
+        probe = [tp for tp, end in reported.items() if end > 0]
+        if not probe:
+            return reported
+        self._consumer.assign(probe)
+        for tp in probe:
+            self._consumer.seek(tp, reported[tp] - 1)
+        true_end = dict(reported)
+        pending = set(probe)
+        for _ in range(20):
+            for tp, records in self._consumer.poll(timeout_ms=100, max_records=100000).items():
+                if records:
+                    true_end[tp] = max(true_end[tp], records[-1].offset + 1)
+                    pending.discard(tp)
+            if not pending:
+                break
+        return true_end
+
+    def committed(self, group: str) -> dict[TopicPartition, int]:
+        """Offsets committed by consumer ``group``."""
+        offsets = self._admin.list_group_offsets({group: None}).get(group, {})
+        return {tp: meta.offset for tp, meta in offsets.items()}
+
+    def group_lag(self, group: str, topics: Iterable[str]) -> int:
+        """Messages in ``topics`` not yet committed by ``group``."""
+        ends = self.end_offsets(topics)
+        done = self.committed(group)
+        return sum(max(0, end - max(done.get(tp, 0), 0)) for tp, end in ends.items())
+
+    def close(self) -> None:
+        self._consumer.close()
+        self._admin.close()
+
+    def __enter__(self) -> KafkaAdmin:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int = 1) -> None:
+    """Create the topics that do not exist yet (one-shot)."""
+    with KafkaAdmin(bootstrap) as admin:
+        admin.ensure_topics(names, partitions)

@@ -1,0 +1,1 @@
+"""The incident store: alerts (immutable, with lineage) grouped into incidents."""

@@ -1,0 +1,1 @@
+"""Rules: a declarative YAML rule language, its loader and a vectorised batch evaluator."""

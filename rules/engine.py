@@ -1,0 +1,147 @@
+"""Vectorised rule evaluation over batches of envelopes.
+
+Example:
+    >>> from datetime import datetime, timezone
+    >>> from citywatch.rules.model import RuleSet
+    >>> from citywatch.geo.zones import ZoneIndex
+    >>> from citywatch.streams.envelope import make_envelope
+    >>> rules = RuleSet.model_validate({"rules": [{"id": "heavy", "domain": "traffic",
+    ...     "condition": {"type": "threshold", "attribute": "volume", "op": ">=", "value": 6000},
+    ...     "alert": {"severity": "Minor", "category": "Transport",
+    ...               "message": "{volume} veh/h at {entity_id}"}}]})
+    >>> engine = RuleEngine(rules, ZoneIndex([]))
+    >>> ev = make_envelope(source="i94", source_record_id="1", domain="traffic",
+    ...     kind="traffic.volume", time=datetime(2018, 9, 3, 16, tzinfo=timezone.utc),
+    ...     entity_id="atr-301", attributes={"volume": 6500})
+    >>> [a.message for a in engine.evaluate([ev])]
+    ['6500 veh/h at atr-301']
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from citywatch.geo.zones import ZoneIndex, ZoneLayer
+from citywatch.rules.alert import Alert, alert_id
+from citywatch.rules.frame import EventFrame
+from citywatch.rules.model import AllOf, AnyOf, Condition, InZone, Rule, RuleSet, Threshold
+from citywatch.streams.envelope import Envelope
+
+Mask = NDArray[np.bool_]
+_OPS: dict[str, Callable[[Any, Any], Any]] = {
+    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
+    "==": operator.eq, "!=": operator.ne,
+}
+
+
+class _TemplateValues(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+class RuleEngine:
+    """Evaluates every enabled rule of a rule set on a batch at once.
+
+    ``evaluate`` never raises on valid envelopes: an event missing an attribute or a
+    location simply does not match conditions that need it.
+    """
+
+    def __init__(self, ruleset: RuleSet, zones: ZoneIndex) -> None:
+        self.ruleset = ruleset
+        self.zones = zones
+        self.rules = [r for r in ruleset.rules if r.enabled]
+        self._versions = {r.id: r.version for r in self.rules}
+        self._zone_sets = {
+            id(c): np.array([n in set(c.zones) for n in zones.layers[c.layer].zone_names])
+            for r in self.rules for c in _walk(r.condition)
+            if isinstance(c, InZone) and c.zones is not None
+        }
+
+    def evaluate(self, events: Sequence[Envelope]) -> list[Alert]:
+        if not events:
+            return []
+        frame = EventFrame(events, self.zones)
+        raised_at = datetime.now(UTC)
+        alerts: list[Alert] = []
+        for rule in self.rules:
+            mask = frame.domain == rule.domain
+            if rule.kinds:
+                mask &= np.isin(frame.kind, rule.kinds)
+            if not mask.any():
+                continue
+            mask &= self._condition(rule.condition, frame)
+            for i in np.flatnonzero(mask):
+                alerts.append(self._alert(rule, frame, int(i), raised_at))
+        return alerts
+
+    def _condition(self, cond: Condition, frame: EventFrame) -> Mask:
+        if isinstance(cond, Threshold):
+            col = frame.column(cond.attribute)
+            with np.errstate(invalid="ignore"):
+                return _OPS[cond.op](col, cond.value) & ~np.isnan(col)
+        if isinstance(cond, InZone):
+            zone = frame.zones[cond.layer]
+            inside = zone >= 0
+            if cond.zones is not None:
+                inside &= self._zone_sets[id(cond)][np.maximum(zone, 0)]
+            return ~inside if cond.outside else inside
+        if isinstance(cond, AllOf):
+            mask = np.ones(frame.size, dtype=bool)
+            for sub in cond.conditions:
+                mask &= self._condition(sub, frame)
+            return mask
+        if isinstance(cond, AnyOf):
+            mask = np.zeros(frame.size, dtype=bool)
+            for sub in cond.conditions:
+                mask |= self._condition(sub, frame)
+            return mask
+        raise TypeError(f"unknown condition {cond!r}")
+
+    def _alert(self, rule: Rule, frame: EventFrame, i: int, raised_at: datetime) -> Alert:
+        event = frame.events[i]
+        layer_name = rule.incident_layer
+        zone_id = zone_name = None
+        if layer_name is not None:
+            z = int(frame.zones[layer_name][i])
+            if z >= 0:
+                layer: ZoneLayer = self.zones.layers[layer_name]
+                zone_id, zone_name = layer.zone_ids[z], layer.zone_names[z]
+        version = self._versions[rule.id]
+        values = _TemplateValues(event.attributes)
+        values.update(entity_id=event.entity_id, zone=zone_name or "-", kind=event.kind,
+                      time=event.time.isoformat())
+        return Alert(
+            id=alert_id(rule.id, version, event.entity_id, event.time),
+            rule_id=rule.id, rule_version=version, domain=event.domain, kind=event.kind,
+            severity=rule.alert.severity, urgency=rule.alert.urgency,
+            certainty=rule.alert.certainty, category=rule.alert.category,
+            event=rule.alert.event or rule.description or rule.id,
+            message=_render(rule.alert.message, values),
+            entity_id=event.entity_id, event_time=event.time, raised_at=raised_at,
+            source_event_ids=[event.id], zone_layer=layer_name, zone_id=zone_id,
+            zone_name=zone_name, geometry=event.geometry, attributes=event.attributes)
+
+
+def _render(template: str, values: _TemplateValues) -> str:
+    try:
+        return template.format_map(values)
+    except (ValueError, IndexError, AttributeError):  # e.g. '{x:.1f}' on a missing value
+        return template
+
+
+def _walk(cond: Condition) -> list[Condition]:
+    if isinstance(cond, AllOf | AnyOf):
+        return [cond, *[c for sub in cond.conditions for c in _walk(sub)]]
+    return [cond]
+
+
+def build_zone_index(ruleset: RuleSet) -> ZoneIndex:
+    """Load every zone layer a rule set declares."""
+    return ZoneIndex([ZoneLayer.from_file(z.layer, z.path, name_field=z.name_field,
+                                          id_field=z.id_field) for z in ruleset.zones])

@@ -1,0 +1,189 @@
+"""The canonical event envelope every connector maps into and every stage reads.
+
+One record per real-world observation. ``id`` is derived from the source and the source's
+own record id, so a replay of the same data produces the same ids and is deduplicated
+downstream.
+
+Example:
+    >>> from datetime import datetime, timezone
+    >>> e = make_envelope(source="epa-aqs", source_record_id="360050110/2022-01-01",
+    ...     domain="environment", kind="air_quality.observed",
+    ...     time=datetime(2022, 1, 1, tzinfo=timezone.utc), entity_id="360050110",
+    ...     geometry={"type": "Point", "coordinates": [-73.9, 40.8]},
+    ...     attributes={"pm25": 8.0})
+    >>> decode_envelope(encode_envelope(e)).id == e.id
+    True
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import msgspec
+
+SCHEMA_VERSION = 1
+DOMAINS: tuple[str, ...] = ("traffic", "environment", "food_safety", "disaster")
+Domain = Literal["traffic", "environment", "food_safety", "disaster"]
+AttributeValue = float | int | str | bool | None
+
+_ID_NAMESPACE = uuid.UUID("6f1c7d0e-52a4-4c8e-9a55-2b1d8f0c3e11")
+
+
+class EnvelopeError(ValueError):
+    """A record that cannot become a valid envelope.
+
+    Carries the offending ``field`` and a ``locator`` that names the record
+    (``file.csv:17``, ``raw.environment/0@1234``) so the dead-letter entry is actionable.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, locator: str | None = None):
+        self.reason = message
+        self.field = field
+        self.locator = locator
+        where = f"{locator}: " if locator else ""
+        what = f"field '{field}': " if field else ""
+        super().__init__(f"{where}{what}{message}")
+
+    def with_locator(self, locator: str) -> EnvelopeError:
+        """Return a copy of this error that names ``locator`` as the failing record."""
+        return EnvelopeError(self.reason, field=self.field, locator=locator)
+
+
+class Envelope(msgspec.Struct, frozen=True, kw_only=True):
+    """One validated event, identical for every domain.
+
+    Attributes:
+        id: stable id, ``uuid5(source, source_record_id)``.
+        source: connector or feed name, e.g. ``epa-aqs``.
+        domain: one of :data:`DOMAINS`.
+        kind: dotted event kind, e.g. ``air_quality.observed``.
+        time: event time, timezone-aware UTC.
+        received_at: when citywatch received the record, timezone-aware UTC.
+        geometry: a GeoJSON geometry (usually a Point) or ``None`` when the source has none.
+        entity_id: the sensor, station, business or event the record is about.
+        attributes: the measured values, flat.
+        schema_version: envelope schema version.
+    """
+
+    id: str
+    source: str
+    domain: Domain
+    kind: str
+    time: datetime
+    received_at: datetime
+    entity_id: str
+    geometry: dict[str, Any] | None = None
+    attributes: dict[str, AttributeValue] = {}
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if not self.source:
+            raise EnvelopeError("must not be empty", field="source")
+        if not self.kind:
+            raise EnvelopeError("must not be empty", field="kind")
+        if not self.entity_id:
+            raise EnvelopeError("must not be empty", field="entity_id")
+        for name in ("time", "received_at"):
+            value: datetime = getattr(self, name)
+            if value.tzinfo is None:
+                raise EnvelopeError("must be timezone-aware", field=name)
+        if self.geometry is not None:
+            _check_geometry(self.geometry)
+        for key, value in self.attributes.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise EnvelopeError("must be a finite number", field=f"attributes.{key}")
+
+    @property
+    def point(self) -> tuple[float, float] | None:
+        """``(lon, lat)`` of a Point geometry, else ``None``."""
+        if self.geometry and self.geometry.get("type") == "Point":
+            lon, lat = self.geometry["coordinates"][:2]
+            return float(lon), float(lat)
+        return None
+
+
+def _check_geometry(geometry: dict[str, Any]) -> None:
+    kind = geometry.get("type")
+    coords = geometry.get("coordinates")
+    if kind not in {"Point", "LineString", "Polygon", "MultiPoint", "MultiLineString",
+                    "MultiPolygon"}:
+        raise EnvelopeError(f"unsupported GeoJSON type {kind!r}", field="geometry.type")
+    if kind == "Point":
+        if not isinstance(coords, list | tuple) or len(coords) < 2:
+            raise EnvelopeError("a Point needs [lon, lat]", field="geometry.coordinates")
+        lon, lat = coords[0], coords[1]
+        if not all(isinstance(v, int | float) and math.isfinite(v) for v in (lon, lat)):
+            raise EnvelopeError("coordinates must be finite numbers",
+                                field="geometry.coordinates")
+        if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+            raise EnvelopeError(f"({lon}, {lat}) is outside lon/lat range",
+                                field="geometry.coordinates")
+    elif coords is None:
+        raise EnvelopeError("missing", field="geometry.coordinates")
+
+
+def envelope_id(source: str, source_record_id: str) -> str:
+    """Deterministic envelope id for a source record: replays yield the same id."""
+    return str(uuid.uuid5(_ID_NAMESPACE, f"{source}\x1f{source_record_id}"))
+
+
+def make_envelope(
+    *,
+    source: str,
+    source_record_id: str,
+    domain: str,
+    kind: str,
+    time: datetime,
+    entity_id: str,
+    geometry: dict[str, Any] | None = None,
+    attributes: dict[str, AttributeValue] | None = None,
+    received_at: datetime | None = None,
+) -> Envelope:
+    """Build and validate an envelope; raises :class:`EnvelopeError` naming the field."""
+    if domain not in DOMAINS:
+        raise EnvelopeError(f"{domain!r} is not one of {', '.join(DOMAINS)}", field="domain")
+    if time.tzinfo is None:
+        raise EnvelopeError("must be timezone-aware", field="time")
+    return Envelope(
+        id=envelope_id(source, source_record_id),
+        source=source,
+        domain=domain,  # type: ignore[arg-type]
+        kind=kind,
+        time=time.astimezone(UTC),
+        received_at=(received_at or datetime.now(UTC)).astimezone(UTC),
+        entity_id=entity_id,
+        geometry=geometry,
+        attributes=attributes or {},
+    )
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Envelope)
+
+
+def encode_envelope(envelope: Envelope) -> bytes:
+    """JSON bytes of one envelope (the public one-record-per-message form)."""
+    return _encoder.encode(envelope)
+
+
+def decode_envelope(payload: bytes, *, locator: str | None = None) -> Envelope:
+    """Parse and validate one envelope; errors name the field and ``locator``."""
+    try:
+        envelope = _decoder.decode(payload)
+    except EnvelopeError as exc:
+        raise exc.with_locator(locator) if locator else exc from None
+    except msgspec.ValidationError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, EnvelopeError):  # raised by __post_init__ during decoding
+            raise EnvelopeError(cause.reason, field=cause.field, locator=locator) from None
+        message, _, path = str(exc).partition(" - at `")
+        field = path.rstrip("`").removeprefix("$.") or None
+        raise EnvelopeError(message, field=field, locator=locator) from None
+    except msgspec.DecodeError as exc:
+        raise EnvelopeError(f"not valid JSON: {exc}", locator=locator) from None
+    if envelope.time.tzinfo is None:
+        raise EnvelopeError("must be timezone-aware", field="time", locator=locator)
+    return envelope

@@ -1,0 +1,51 @@
+"""Topic names, derived from one configurable prefix.
+
+Example:
+    >>> names = TopicNames(prefix="city.")
+    >>> names.raw("traffic"), names.events, names.alerts, names.deadletter
+    ('city.raw.traffic', 'city.events', 'city.alerts', 'city.deadletter')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from citywatch.streams.envelope import DOMAINS
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    """All topic names citywatch uses, under ``prefix``."""
+
+    prefix: str = ""
+
+    def raw(self, domain: str) -> str:
+        """Connector output for one domain: one envelope (JSON) per message."""
+        return f"{self.prefix}raw.{domain}"
+
+    @property
+    def raw_all(self) -> list[str]:
+        return [self.raw(d) for d in DOMAINS]
+
+    @property
+    def events(self) -> str:
+        """Internal: validated envelopes, micro-batched (MessagePack)."""
+        return f"{self.prefix}events"
+
+    @property
+    def alerts(self) -> str:
+        """Public: one alert (JSON) per message."""
+        return f"{self.prefix}alerts"
+
+    @property
+    def deadletter(self) -> str:
+        """Rejected records with reason, locator and raw payload (JSON)."""
+        return f"{self.prefix}deadletter"
+
+    def team(self, team: str) -> str:
+        """Alerts routed to one team's subscription."""
+        return f"{self.prefix}alerts.team.{team}"
+
+    @property
+    def all(self) -> list[str]:
+        return [*self.raw_all, self.events, self.alerts, self.deadletter]

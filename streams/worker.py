@@ -1,0 +1,102 @@
+"""The Faust worker: ingest → rules (micro-batches) → alerts → incident store.
+
+Example:
+    >>> from citywatch.ops.settings import Settings
+    >>> pipeline = Pipeline(Settings(kafka_bootstrap="127.0.0.1:9092"))  # doctest: +SKIP
+    >>> pipeline.run()   # blocks until SIGTERM / SIGINT                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import faust
+import msgspec
+
+from citywatch.ops.settings import Settings
+from citywatch.ops.store.store import IncidentStore
+from citywatch.rules.alert import Alert, decode_alert, encode_alert
+from citywatch.rules.engine import RuleEngine, build_zone_index
+from citywatch.rules.loader import load_ruleset
+from citywatch.streams.batch import decode_batch
+from citywatch.streams.deadletter import DeadLetter, encode_deadletter
+from citywatch.streams.ingest import RawIngest
+
+log = logging.getLogger(__name__)
+
+
+def faust_broker_urls(bootstrap: str) -> list[str]:
+    return [f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip()]
+
+
+def make_faust_app(settings: Settings, bootstrap: str) -> faust.App:
+    """A Faust app tuned for fast group joins (the embedded broker waits about half the
+    session timeout on a first join) and frequent commits."""
+    session = settings.broker_session_timeout
+    return faust.App(
+        settings.app_id, broker=faust_broker_urls(bootstrap), store="memory://",
+        datadir=str(settings.data_dir), web_enabled=False, autodiscover=False,
+        topic_partitions=settings.topic_partitions, topic_allow_declare=True,
+        broker_session_timeout=session, broker_rebalance_timeout=session,
+        broker_heartbeat_interval=max(0.1, session / 6),
+        broker_commit_interval=settings.commit_interval,
+        consumer_auto_offset_reset="earliest", producer_acks=1, producer_linger_ms=2)
+
+
+class Pipeline:
+    """Everything one worker process runs, wired from one :class:`Settings`."""
+
+    def __init__(self, settings: Settings, bootstrap: str | None = None) -> None:
+        if bootstrap is None and settings.kafka_bootstrap is None:
+            raise ValueError("no Kafka: set CITYWATCH_KAFKA_BOOTSTRAP")
+        self.settings = settings
+        self.bootstrap = bootstrap or settings.kafka_bootstrap or ""
+        ruleset = load_ruleset(settings.rules_path)
+        self.engine = RuleEngine(ruleset, build_zone_index(ruleset))
+        self.store = IncidentStore(settings.database_url,
+                                   correlation_window=timedelta(hours=24))
+        self.store.create_schema()
+        self.app = make_faust_app(settings, self.bootstrap)
+        self.ingest = RawIngest(settings, self.bootstrap)
+        topics = settings.topics
+        self.events_topic = self.app.topic(topics.events, value_serializer="raw",
+                                           key_serializer="raw")
+        self.alerts_topic = self.app.topic(topics.alerts, value_serializer="raw",
+                                           key_serializer="raw")
+        self.deadletter_topic = self.app.topic(topics.deadletter, value_serializer="raw",
+                                               key_serializer="raw")
+        self.app.agent(self.events_topic, name="evaluate")(self.evaluate)
+        self.app.agent(self.alerts_topic, name="store_alerts")(self.store_alerts)
+
+    async def evaluate(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        """events (micro-batches) → rules → one alert per message on ``alerts``."""
+        async for payload in stream:
+            alerts = self.engine.evaluate(decode_batch(payload))
+            for alert in alerts:
+                await self.alerts_topic.send(key=alert.id.encode(), value=encode_alert(alert))
+            yield None
+
+    async def store_alerts(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        """alerts → incident store, in batches, idempotently."""
+        loop = asyncio.get_running_loop()
+        async for values in stream.take(500, within=0.2):
+            alerts: list[Alert] = []
+            for value in values:
+                try:
+                    alerts.append(decode_alert(value))
+                except msgspec.MsgspecError as exc:
+                    letter = DeadLetter(stage="store", source=self.settings.topics.alerts,
+                                        locator="alerts", error=f"not an alert: {exc}",
+                                        raw=bytes(value).decode("utf-8", "replace"))
+                    await self.deadletter_topic.send(value=encode_deadletter(letter))
+            await loop.run_in_executor(None, self.store.add_alerts, alerts)
+            yield None
+
+    def run(self) -> None:
+        """Run the worker until it receives SIGTERM or SIGINT."""
+        worker = faust.Worker(self.app, self.ingest, loglevel=self.settings.log_level,
+                              quiet=True)
+        worker.execute_from_commandline()

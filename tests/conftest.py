@@ -1,0 +1,71 @@
+"""Shared fixtures: the real embedded broker, incident stores (SQLite always, PostgreSQL
+when ``CITYWATCH_TEST_DATABASE_URL`` is set), and the shared real data folder."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from citywatch.ops.broker import EmbeddedBroker
+from citywatch.ops.settings import Settings
+from citywatch.ops.store.schema import Base
+from citywatch.ops.store.store import IncidentStore, make_engine
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("CITYWATCH_SHARED_DATA", REPO.parent / "shared" / "data"))
+PG_URL = os.environ.get("CITYWATCH_TEST_DATABASE_URL")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} not present")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap address of one embedded Tansu broker for the whole session."""
+    log = tmp_path_factory.mktemp("broker") / "broker.log"
+    with EmbeddedBroker(log_path=log) as running:
+        yield running.bootstrap
+
+
+def _reset_postgres(url: str) -> None:
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        Base.metadata.drop_all(conn)
+        conn.execute(text("SELECT 1"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty incident-store database on each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'incidents.db'}"
+    if not PG_URL:
+        pytest.skip("CITYWATCH_TEST_DATABASE_URL not set")
+    _reset_postgres(PG_URL)
+    return PG_URL
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[IncidentStore]:
+    s = IncidentStore(database_url)
+    s.create_schema()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def settings(broker: str, database_url: str, tmp_path: Path) -> Settings:
+    """Settings isolated per test: own topic prefix, app id, store and state dir."""
+    tag = uuid.uuid4().hex[:8]
+    return Settings(kafka_bootstrap=broker, topic_prefix=f"t{tag}.", app_id=f"cw-{tag}",
+                    database_url=database_url, data_dir=tmp_path / "state")

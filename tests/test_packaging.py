@@ -1,0 +1,33 @@
+"""The package installs as citywatch.<folder>, never as bare top-level packages."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+FOLDERS = ["streams", "rules", "geo", "forecasts", "connectors", "ops"]
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_subpackage_imports(folder: str) -> None:
+    module = importlib.import_module(f"citywatch.{folder}")
+    assert module.__name__ == f"citywatch.{folder}"
+
+
+def test_no_bare_top_level_packages(tmp_path) -> None:
+    code = ("import importlib.util, sys; "
+            f"found = [n for n in {FOLDERS!r} if importlib.util.find_spec(n)]; "
+            "print(','.join(found)); sys.exit(1 if found else 0)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, f"bare packages importable: {result.stdout}"
+
+
+def test_console_script_help() -> None:
+    result = subprocess.run([sys.executable, "-m", "citywatch.ops.cli", "--help"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0
+    assert "demo" in result.stdout and "worker" in result.stdout

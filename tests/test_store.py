@@ -1,0 +1,63 @@
+"""Incident store: idempotent upserts and incident grouping, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from citywatch.ops.store.schema import AlertRow, IncidentRow
+from citywatch.ops.store.store import IncidentStore
+from citywatch.rules.alert import Alert, alert_id
+
+
+def make_alert(n: int, *, zone: str | None = "Bronx", severity: str = "Moderate",
+               hours: int = 0, rule: str = "pm25-high") -> Alert:
+    when = datetime(2022, 1, 5, 12, tzinfo=UTC) + timedelta(hours=hours)
+    return Alert(id=alert_id(rule, "v1", f"site-{n}", when), rule_id=rule, rule_version="v1",
+                 domain="environment", kind="air_quality.observed", severity=severity,
+                 urgency="Immediate", certainty="Observed", category="Health",
+                 event="PM2.5 high", message=f"site {n}", entity_id=f"site-{n}",
+                 event_time=when, raised_at=when, source_event_ids=[f"ev-{n}"],
+                 zone_layer="nyc" if zone else None, zone_id=zone, zone_name=zone,
+                 attributes={"pm25": 25.0})
+
+
+def test_replaying_alerts_adds_nothing(store: IncidentStore) -> None:
+    alerts = [make_alert(i) for i in range(50)]
+    assert store.add_alerts(alerts) == 50
+    assert store.add_alerts(alerts) == 0
+    assert store.add_alerts(alerts[:10] + alerts[:10]) == 0
+    counts = store.counts()
+    assert counts["alerts_total"] == 50
+    assert counts["incidents"] == 1
+    with store.engine.connect() as conn:
+        assert conn.scalar(select(IncidentRow.alert_count)) == 50
+
+
+def test_incident_takes_worst_severity_and_time_span(store: IncidentStore) -> None:
+    store.add_alerts([make_alert(1, hours=1)])
+    store.add_alerts([make_alert(2, severity="Severe", hours=3), make_alert(3, hours=0)])
+    with store.engine.connect() as conn:
+        incident = conn.execute(select(IncidentRow)).one()
+        alerts = conn.execute(select(AlertRow.event_time)).scalars().all()
+    assert incident.severity == "Severe" and incident.alert_count == 3
+    assert incident.first_seen == datetime(2022, 1, 5, 12, tzinfo=UTC)
+    assert incident.last_seen == datetime(2022, 1, 5, 15, tzinfo=UTC)
+    assert all(t.tzinfo is not None for t in alerts)
+
+
+def test_incidents_split_by_zone_rule_and_window(store: IncidentStore) -> None:
+    store.add_alerts([make_alert(1, zone="Bronx"), make_alert(2, zone="Queens"),
+                      make_alert(3, zone=None), make_alert(4, rule="other"),
+                      make_alert(5, hours=48)])
+    assert store.counts()["incidents"] == 5
+
+
+def test_lineage_is_stored(store: IncidentStore) -> None:
+    alert = make_alert(7)
+    store.add_alerts([alert])
+    with store.engine.connect() as conn:
+        row = conn.execute(select(AlertRow).where(AlertRow.id == alert.id)).one()
+    assert (row.rule_id, row.rule_version, row.source_event_ids) == ("pm25-high", "v1",
+                                                                     ["ev-7"])
