@@ -45,6 +45,14 @@ def wait_for_metadata(bootstrap: str, timeout: float = 20.0) -> None:
     """Block until ``bootstrap`` answers a Kafka metadata request."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    while time.monotonic() < deadline:  # the port first: quieter than a Kafka client retry
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+            break
+        except OSError as exc:
+            last_error = exc
+            time.sleep(0.02)
     while time.monotonic() < deadline:
         try:
             admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000,

@@ -38,6 +38,9 @@ def run_demo(settings: Settings, *, feeds: list[Path] | None = None,
              started: float | None = None, timeout: float = 180.0) -> dict[str, Any]:
     """Run the demo end to end and return its summary (see module docstring)."""
     started = time.monotonic() if started is None else started
+    feeds = feeds or demo_feeds()
+    if not feeds:
+        raise FileNotFoundError(f"no feed configurations in {DEMO_DIR / 'feeds'}")
     store = IncidentStore(settings.database_url)
     store.create_schema()
     report = PumpReport()
@@ -56,7 +59,7 @@ def run_demo(settings: Settings, *, feeds: list[Path] | None = None,
         worker = stack.enter_context(
             WorkerProcess(settings, bootstrap, settings.data_dir / "worker.log"))
         with KafkaSink(bootstrap, topics) as sink:
-            for feed in feeds or demo_feeds():
+            for feed in feeds:
                 pump(FileSource(load_feed(feed)), sink, report)
         try:
             wait_until_drained(admin, settings, timeout=timeout, alive=worker.alive)

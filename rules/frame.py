@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import shapely
@@ -32,13 +33,13 @@ def _number(value: AttributeValue) -> float:
     return math.nan
 
 
-def _location(event: Envelope) -> tuple[float, float]:
-    point = event.point
-    if point is not None:
-        return point
-    if event.geometry is None:
+def _location(geometry: dict[str, Any] | None) -> tuple[float, float]:
+    if geometry is None:
         return (math.nan, math.nan)
-    centre = shapely.geometry.shape(event.geometry).representative_point()
+    if geometry.get("type") == "Point":
+        coords = geometry["coordinates"]
+        return (coords[0], coords[1])
+    centre = shapely.geometry.shape(geometry).representative_point()
     return (centre.x, centre.y)
 
 
@@ -50,7 +51,8 @@ class EventFrame:
         self.size = len(events)
         self.domain = np.array([e.domain for e in events], dtype=object)
         self.kind = np.array([e.kind for e in events], dtype=object)
-        coords = np.array([_location(e) for e in events], dtype=np.float64).reshape(-1, 2)
+        coords = np.array([_location(e.geometry) for e in events],
+                          dtype=np.float64).reshape(-1, 2)
         self.lon, self.lat = coords[:, 0], coords[:, 1]
         self.zones: dict[str, NDArray[np.int64]] = zones.lookup(self.lon, self.lat)
         self._columns: dict[str, NDArray[np.float64]] = {}

@@ -23,7 +23,7 @@ import msgspec
 from citywatch.streams.envelope import Envelope
 
 
-class EventBatch(msgspec.Struct, frozen=True):
+class EventBatch(msgspec.Struct, frozen=True, gc=False):
     """A frame of validated envelopes, in arrival order."""
 
     events: list[Envelope]

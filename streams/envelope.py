@@ -20,14 +20,17 @@ from __future__ import annotations
 import math
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import Meta
 
 SCHEMA_VERSION = 1
 DOMAINS: tuple[str, ...] = ("traffic", "environment", "food_safety", "disaster")
 Domain = Literal["traffic", "environment", "food_safety", "disaster"]
 AttributeValue = float | int | str | bool | None
+NonEmpty = Annotated[str, Meta(min_length=1)]
+AwareTime = Annotated[datetime, Meta(tz=True)]
 
 _ID_NAMESPACE = uuid.UUID("6f1c7d0e-52a4-4c8e-9a55-2b1d8f0c3e11")
 
@@ -52,7 +55,7 @@ class EnvelopeError(ValueError):
         return EnvelopeError(self.reason, field=self.field, locator=locator)
 
 
-class Envelope(msgspec.Struct, frozen=True, kw_only=True):
+class Envelope(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One validated event, identical for every domain.
 
     Attributes:
@@ -66,35 +69,22 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
         entity_id: the sensor, station, business or event the record is about.
         attributes: the measured values, flat.
         schema_version: envelope schema version.
+
+    Field types and time zones are checked by msgspec when decoding; geometry and
+    attribute values by :func:`validate_envelope`. Use :func:`make_envelope` or
+    :func:`decode_envelope`, which do both.
     """
 
-    id: str
-    source: str
+    id: NonEmpty
+    source: NonEmpty
     domain: Domain
-    kind: str
-    time: datetime
-    received_at: datetime
-    entity_id: str
+    kind: NonEmpty
+    time: AwareTime
+    received_at: AwareTime
+    entity_id: NonEmpty
     geometry: dict[str, Any] | None = None
     attributes: dict[str, AttributeValue] = {}
     schema_version: int = SCHEMA_VERSION
-
-    def __post_init__(self) -> None:
-        if not self.source:
-            raise EnvelopeError("must not be empty", field="source")
-        if not self.kind:
-            raise EnvelopeError("must not be empty", field="kind")
-        if not self.entity_id:
-            raise EnvelopeError("must not be empty", field="entity_id")
-        for name in ("time", "received_at"):
-            value: datetime = getattr(self, name)
-            if value.tzinfo is None:
-                raise EnvelopeError("must be timezone-aware", field=name)
-        if self.geometry is not None:
-            _check_geometry(self.geometry)
-        for key, value in self.attributes.items():
-            if isinstance(value, float) and not math.isfinite(value):
-                raise EnvelopeError("must be a finite number", field=f"attributes.{key}")
 
     @property
     def point(self) -> tuple[float, float] | None:
@@ -103,6 +93,16 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
             lon, lat = self.geometry["coordinates"][:2]
             return float(lon), float(lat)
         return None
+
+
+def validate_envelope(envelope: Envelope) -> Envelope:
+    """Checks msgspec types cannot express; raises :class:`EnvelopeError` naming the field."""
+    if envelope.geometry is not None:
+        _check_geometry(envelope.geometry)
+    for key, value in envelope.attributes.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise EnvelopeError("must be a finite number", field=f"attributes.{key}")
+    return envelope
 
 
 def _check_geometry(geometry: dict[str, Any]) -> None:
@@ -147,7 +147,10 @@ def make_envelope(
         raise EnvelopeError(f"{domain!r} is not one of {', '.join(DOMAINS)}", field="domain")
     if time.tzinfo is None:
         raise EnvelopeError("must be timezone-aware", field="time")
-    return Envelope(
+    for name, value in (("source", source), ("kind", kind), ("entity_id", entity_id)):
+        if not value:
+            raise EnvelopeError("must not be empty", field=name)
+    return validate_envelope(Envelope(
         id=envelope_id(source, source_record_id),
         source=source,
         domain=domain,  # type: ignore[arg-type]
@@ -157,7 +160,7 @@ def make_envelope(
         entity_id=entity_id,
         geometry=geometry,
         attributes=attributes or {},
-    )
+    ))
 
 
 _encoder = msgspec.json.Encoder()
@@ -172,18 +175,12 @@ def encode_envelope(envelope: Envelope) -> bytes:
 def decode_envelope(payload: bytes, *, locator: str | None = None) -> Envelope:
     """Parse and validate one envelope; errors name the field and ``locator``."""
     try:
-        envelope = _decoder.decode(payload)
+        return validate_envelope(_decoder.decode(payload))
     except EnvelopeError as exc:
         raise exc.with_locator(locator) if locator else exc from None
     except msgspec.ValidationError as exc:
-        cause = exc.__cause__
-        if isinstance(cause, EnvelopeError):  # raised by __post_init__ during decoding
-            raise EnvelopeError(cause.reason, field=cause.field, locator=locator) from None
         message, _, path = str(exc).partition(" - at `")
         field = path.rstrip("`").removeprefix("$.") or None
         raise EnvelopeError(message, field=field, locator=locator) from None
     except msgspec.DecodeError as exc:
         raise EnvelopeError(f"not valid JSON: {exc}", locator=locator) from None
-    if envelope.time.tzinfo is None:
-        raise EnvelopeError("must be timezone-aware", field="time", locator=locator)
-    return envelope

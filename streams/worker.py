@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -97,6 +98,8 @@ class Pipeline:
 
     def run(self) -> None:
         """Run the worker until it receives SIGTERM or SIGINT."""
+        # zones, rules and libraries are loaded: keep them out of every GC pass
+        gc.freeze()
         worker = faust.Worker(self.app, self.ingest, loglevel=self.settings.log_level,
                               quiet=True)
         worker.execute_from_commandline()

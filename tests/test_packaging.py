@@ -31,3 +31,14 @@ def test_console_script_help() -> None:
                             capture_output=True, text=True)
     assert result.returncode == 0
     assert "demo" in result.stdout and "worker" in result.stdout
+
+
+def test_demo_files_are_installed() -> None:
+    from citywatch.ops.demo import demo_feeds
+    from citywatch.ops.settings import DEMO_DIR
+
+    assert [f.stem for f in demo_feeds()] == ["epa_pm25_nyc", "i94_traffic", "sf_inspections",
+                                              "usgs_earthquakes"]
+    assert (DEMO_DIR / "rules.yaml").is_file()
+    assert len(list((DEMO_DIR / "data").glob("*.csv"))) == 4
+    assert len(list((DEMO_DIR / "zones").glob("*.geojson"))) == 2
