@@ -40,7 +40,7 @@ def _reset_postgres(url: str) -> None:
     engine = make_engine(url)
     with engine.begin() as conn:
         Base.metadata.drop_all(conn)
-        conn.execute(text("SELECT 1"))
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
     engine.dispose()
 
 

@@ -21,7 +21,8 @@ from sqlalchemy import Engine, case, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
-from citywatch.ops.store.schema import AlertRow, Base, IncidentRow
+from citywatch.ops.store.migrate import migrate
+from citywatch.ops.store.schema import AlertRow, IncidentRow
 from citywatch.rules.alert import Alert
 from citywatch.rules.model import SEVERITY_RANK
 
@@ -82,7 +83,8 @@ class IncidentStore:
                         else sqlite.insert)
 
     def create_schema(self) -> None:
-        Base.metadata.create_all(self.engine)
+        """Bring the database to the newest schema (Alembic ``upgrade head``)."""
+        migrate(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -115,6 +117,7 @@ class IncidentStore:
         for iid, members in groups.items():
             worst = max(members, key=lambda a: SEVERITY_RANK.get(a.severity, 0))
             first = min(members, key=lambda a: a.event_time)
+            lon, lat = _alert_point(first)
             rows.append({
                 "id": iid, "rule_id": first.rule_id, "domain": first.domain,
                 "category": first.category, "title": first.event,
@@ -125,7 +128,7 @@ class IncidentStore:
                 "first_seen": first.event_time,
                 "last_seen": max(a.event_time for a in members),
                 "alert_count": len(members) if count else 0,
-                "created_at": now, "updated_at": now})
+                "created_at": now, "updated_at": now, "lon": lon, "lat": lat, "revision": 0})
         stmt = self._insert(IncidentRow)
         if not count:
             conn.execute(stmt.on_conflict_do_nothing(index_elements=["id"]), rows)
@@ -142,6 +145,9 @@ class IncidentStore:
             "last_seen": case((new.last_seen > table.last_seen, new.last_seen),
                               else_=table.last_seen),
             "updated_at": new.updated_at,
+            "revision": table.revision + 1,
+            # a new alert on a resolved incident reopens it
+            "status": case((table.status == "resolved", "reopened"), else_=table.status),
         }), rows)
 
     def counts(self) -> dict[str, Any]:
@@ -152,6 +158,13 @@ class IncidentStore:
             incidents = conn.scalar(select(func.count()).select_from(IncidentRow)) or 0
         return {"alerts_by_domain": by_domain, "alerts_total": sum(by_domain.values()),
                 "incidents": incidents}
+
+
+def _alert_point(alert: Alert) -> tuple[float | None, float | None]:
+    geometry = alert.geometry
+    if geometry and geometry.get("type") == "Point":
+        return float(geometry["coordinates"][0]), float(geometry["coordinates"][1])
+    return None, None
 
 
 def _alert_row(alert: Alert, incident: str) -> dict[str, Any]:

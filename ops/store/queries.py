@@ -1,0 +1,129 @@
+"""Read side of the incident store: filtered, paginated incident lists and details.
+
+Example:
+    >>> store = IncidentStore("sqlite://"); store.create_schema()
+    >>> list_incidents(store, IncidentFilter(status=["new"]))
+    ([], 0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+from sqlalchemy import Select, func, or_, select
+
+from citywatch.ops.store.schema import AlertRow, AuditRow, IncidentNoteRow, IncidentRow
+from citywatch.ops.store.store import IncidentStore
+from citywatch.rules.model import SEVERITY_RANK, Severity
+
+Status = Literal["new", "acknowledged", "resolved", "reopened"]
+
+
+class IncidentFilter(BaseModel):
+    """What to list; every field is optional and they combine with AND."""
+
+    status: list[Status] | None = None
+    min_severity: Severity | None = None
+    domain: list[str] | None = None
+    zone: list[str] | None = Field(default=None, description="zone ids or names")
+    bbox: tuple[float, float, float, float] | None = Field(
+        default=None, description="min_lon, min_lat, max_lon, max_lat")
+    since: datetime | None = Field(default=None, description="last seen at or after")
+    until: datetime | None = Field(default=None, description="first seen at or before")
+    updated_since: datetime | None = None
+    limit: int = Field(default=50, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0)
+
+    @field_validator("bbox")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float, float, float] | None,
+                 ) -> tuple[float, float, float, float] | None:
+        if value is not None:
+            min_lon, min_lat, max_lon, max_lat = value
+            if not (-180 <= min_lon <= max_lon <= 180 and -90 <= min_lat <= max_lat <= 90):
+                raise ValueError("bbox must be min_lon,min_lat,max_lon,max_lat within range")
+        return value
+
+
+def _where(query: Select[Any], f: IncidentFilter) -> Select[Any]:
+    c = IncidentRow
+    if f.status:
+        query = query.where(c.status.in_(f.status))
+    if f.min_severity:
+        query = query.where(c.severity_rank >= SEVERITY_RANK[f.min_severity])
+    if f.domain:
+        query = query.where(c.domain.in_(f.domain))
+    if f.zone:
+        query = query.where(or_(c.zone_id.in_(f.zone), c.zone_name.in_(f.zone)))
+    if f.bbox:
+        min_lon, min_lat, max_lon, max_lat = f.bbox
+        query = query.where(c.lon.between(min_lon, max_lon), c.lat.between(min_lat, max_lat))
+    if f.since:
+        query = query.where(c.last_seen >= f.since)
+    if f.until:
+        query = query.where(c.first_seen <= f.until)
+    if f.updated_since:
+        query = query.where(c.updated_at > f.updated_since)
+    return query
+
+
+def list_incidents(store: IncidentStore, f: IncidentFilter) -> tuple[Sequence[Any], int]:
+    """One page of incidents (most recently seen first) and the total matching."""
+    with store.engine.connect() as conn:
+        total = conn.scalar(_where(select(func.count()).select_from(IncidentRow), f)) or 0
+        rows = conn.execute(_where(select(IncidentRow), f)
+                            .order_by(IncidentRow.last_seen.desc(), IncidentRow.id)
+                            .limit(f.limit).offset(f.offset)).all()
+    return rows, total
+
+
+def changed_incidents(store: IncidentStore, f: IncidentFilter) -> Sequence[Any]:
+    """Incidents updated after ``f.updated_since``, oldest change first (for streaming)."""
+    with store.engine.connect() as conn:
+        return conn.execute(_where(select(IncidentRow), f)
+                            .order_by(IncidentRow.updated_at, IncidentRow.id)
+                            .limit(f.limit)).all()
+
+
+def get_incident(store: IncidentStore, incident_id: str) -> dict[str, Any] | None:
+    """An incident with its alerts (lineage), notes and audit trail."""
+    with store.engine.connect() as conn:
+        incident = conn.execute(select(IncidentRow).where(IncidentRow.id == incident_id)
+                                ).one_or_none()
+        if incident is None:
+            return None
+        alerts = conn.execute(select(AlertRow).where(AlertRow.incident_id == incident_id)
+                              .order_by(AlertRow.event_time, AlertRow.id)).all()
+        notes = conn.execute(select(IncidentNoteRow)
+                             .where(IncidentNoteRow.incident_id == incident_id)
+                             .order_by(IncidentNoteRow.id)).all()
+        trail = conn.execute(select(AuditRow).where(AuditRow.entity_type == "incident",
+                                                    AuditRow.entity_id == incident_id)
+                             .order_by(AuditRow.id)).all()
+    return {"incident": incident, "alerts": alerts, "notes": notes, "audit": trail}
+
+
+def get_alert(store: IncidentStore, alert_id: str) -> Any | None:
+    with store.engine.connect() as conn:
+        return conn.execute(select(AlertRow).where(AlertRow.id == alert_id)).one_or_none()
+
+
+def recent_alerts(store: IncidentStore, *, domains: list[str] | None = None,
+                  categories: list[str] | None = None, zones: list[str] | None = None,
+                  min_severity: str = "Unknown", limit: int = 100) -> Sequence[Any]:
+    """Newest alerts matching a subscription-style filter (for Atom feeds)."""
+    query = select(AlertRow)
+    if domains:
+        query = query.where(AlertRow.domain.in_(domains))
+    if categories:
+        query = query.where(AlertRow.category.in_(categories))
+    if zones:
+        query = query.where(or_(AlertRow.zone_id.in_(zones), AlertRow.zone_name.in_(zones)))
+    allowed = [s for s, rank in SEVERITY_RANK.items() if rank >= SEVERITY_RANK[min_severity]]
+    query = query.where(AlertRow.severity.in_(allowed))
+    with store.engine.connect() as conn:
+        return conn.execute(query.order_by(AlertRow.raised_at.desc(), AlertRow.id)
+                            .limit(limit)).all()
