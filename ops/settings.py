@@ -48,6 +48,16 @@ class Settings(BaseSettings):
         "embedded broker fast; raise it on busy production clusters.")
     commit_interval: float = Field(default=0.5, gt=0, description="Offset commit interval (s).")
     log_level: str = Field(default="warn", description="Worker log level.")
+    cap_sender: str = Field(default="citywatch@city.example", pattern=r"^[^\s,<&]+$",
+                            description="CAP <sender> of exported alerts.")
+    api_host: str = Field(default="127.0.0.1", description="API bind address.")
+    api_port: int = Field(default=8080, ge=1, le=65535, description="API port.")
+    stream_poll_seconds: float = Field(default=1.0, gt=0,
+                                       description="How often /stream looks for changes.")
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0,
+                                           description="Per-request webhook timeout.")
+    webhook_max_attempts: int = Field(default=5, ge=1,
+                                      description="Webhook delivery attempts per alert.")
 
     @field_validator("topic_prefix")
     @classmethod

@@ -19,12 +19,14 @@ import msgspec
 
 from citywatch.ops.settings import Settings
 from citywatch.ops.store.store import IncidentStore
+from citywatch.ops.store.subscriptions import SubscriptionBook
 from citywatch.rules.alert import Alert, decode_alert, encode_alert
 from citywatch.rules.engine import RuleEngine, build_zone_index
 from citywatch.rules.loader import load_ruleset
 from citywatch.streams.batch import decode_batch
 from citywatch.streams.deadletter import DeadLetter, encode_deadletter
 from citywatch.streams.ingest import RawIngest
+from citywatch.streams.routing import SubscriptionCache, WebhookDispatcher, route
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,10 @@ class Pipeline:
         self.store = IncidentStore(settings.database_url,
                                    correlation_window=timedelta(hours=24))
         self.store.create_schema()
+        book = SubscriptionBook(self.store)
+        self.subscriptions = SubscriptionCache(book)
+        self.webhooks = WebhookDispatcher(book, timeout=settings.webhook_timeout_seconds,
+                                          max_attempts=settings.webhook_max_attempts)
         self.app = make_faust_app(settings, self.bootstrap)
         self.ingest = RawIngest(settings, self.bootstrap)
         topics = settings.topics
@@ -71,6 +77,20 @@ class Pipeline:
                                                key_serializer="raw")
         self.app.agent(self.events_topic, name="evaluate")(self.evaluate)
         self.app.agent(self.alerts_topic, name="store_alerts")(self.store_alerts)
+        self._team_topics: dict[str, faust.TopicT] = {}
+        self.app.on_before_shutdown.connect(self._close_webhooks)
+
+    async def _close_webhooks(self, app: faust.App, **kwargs: object) -> None:
+        await self.webhooks.close()
+
+    async def _team_topic(self, team: str) -> faust.TopicT:
+        topic = self._team_topics.get(team)
+        if topic is None:
+            topic = self.app.topic(self.settings.topics.team(team), value_serializer="raw",
+                                   key_serializer="raw")
+            await topic.maybe_declare()
+            self._team_topics[team] = topic
+        return topic
 
     async def evaluate(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         """events (micro-batches) → rules → one alert per message on ``alerts``."""
@@ -81,19 +101,25 @@ class Pipeline:
             yield None
 
     async def store_alerts(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        """alerts → incident store, in batches, idempotently."""
+        """alerts → incident store (in batches, idempotently) → team topics and webhooks."""
         loop = asyncio.get_running_loop()
         async for values in stream.take(500, within=0.2):
             alerts: list[Alert] = []
+            payloads: dict[str, bytes] = {}
             for value in values:
                 try:
                     alerts.append(decode_alert(value))
+                    payloads[alerts[-1].id] = bytes(value)
                 except msgspec.MsgspecError as exc:
                     letter = DeadLetter(stage="store", source=self.settings.topics.alerts,
                                         locator="alerts", error=f"not an alert: {exc}",
                                         raw=bytes(value).decode("utf-8", "replace"))
                     await self.deadletter_topic.send(value=encode_deadletter(letter))
             await loop.run_in_executor(None, self.store.add_alerts, alerts)
+            for subscription, alert in route(await self.subscriptions.current(), alerts):
+                topic = await self._team_topic(subscription.team)
+                await topic.send(key=alert.id.encode(), value=payloads[alert.id])
+                self.webhooks.submit(subscription, payloads[alert.id])
             yield None
 
     def run(self) -> None:

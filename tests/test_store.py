@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import threading
+from datetime import UTC, datetime
 
+from factories import make_alert
 from sqlalchemy import select
 
 from citywatch.ops.store.schema import AlertRow, IncidentRow
 from citywatch.ops.store.store import IncidentStore
-from citywatch.rules.alert import Alert, alert_id
-
-
-def make_alert(n: int, *, zone: str | None = "Bronx", severity: str = "Moderate",
-               hours: int = 0, rule: str = "pm25-high") -> Alert:
-    when = datetime(2022, 1, 5, 12, tzinfo=UTC) + timedelta(hours=hours)
-    return Alert(id=alert_id(rule, "v1", f"site-{n}", when), rule_id=rule, rule_version="v1",
-                 domain="environment", kind="air_quality.observed", severity=severity,
-                 urgency="Immediate", certainty="Observed", category="Health",
-                 event="PM2.5 high", message=f"site {n}", entity_id=f"site-{n}",
-                 event_time=when, raised_at=when, source_event_ids=[f"ev-{n}"],
-                 zone_layer="nyc" if zone else None, zone_id=zone, zone_name=zone,
-                 attributes={"pm25": 25.0})
 
 
 def test_replaying_alerts_adds_nothing(store: IncidentStore) -> None:
@@ -61,3 +50,29 @@ def test_lineage_is_stored(store: IncidentStore) -> None:
         row = conn.execute(select(AlertRow).where(AlertRow.id == alert.id)).one()
     assert (row.rule_id, row.rule_version, row.source_event_ids) == ("pm25-high", "v1",
                                                                      ["ev-7"])
+
+
+def test_two_writers_upsert_the_same_alerts_once(store: IncidentStore) -> None:
+    """Two workers delivering the same 1,000 alerts at once store exactly 1,000 rows."""
+    alerts = [make_alert(i, zone=f"zone-{i % 7}") for i in range(1000)]
+    stores = [IncidentStore(store.url) for _ in range(2)]
+    barrier = threading.Barrier(2)
+    inserted: list[int] = []
+
+    def write(target: IncidentStore) -> None:
+        barrier.wait()
+        inserted.append(sum(target.add_alerts(alerts[i:i + 100])
+                            for i in range(0, len(alerts), 100)))
+
+    threads = [threading.Thread(target=write, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in stores:
+        s.close()
+    counts = store.counts()
+    assert counts["alerts_total"] == 1000
+    assert sum(inserted) == 1000
+    with store.engine.connect() as conn:
+        assert sum(conn.scalars(select(IncidentRow.alert_count))) == 1000

@@ -11,15 +11,16 @@ Example:
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, case, create_engine, event, func, select
+from sqlalchemy import Engine, bindparam, case, create_engine, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from citywatch.ops.store.migrate import migrate
 from citywatch.ops.store.schema import AlertRow, IncidentRow
@@ -89,66 +90,92 @@ class IncidentStore:
     def close(self) -> None:
         self.engine.dispose()
 
-    def add_alerts(self, alerts: Sequence[Alert]) -> int:
-        """Store alerts; returns how many were new."""
+    def add_alerts(self, alerts: Sequence[Alert], attempts: int = 5) -> int:
+        """Store alerts; returns how many were new.
+
+        Rows are written in id order so concurrent writers take row locks in the same
+        order; a deadlock or serialization failure that still happens is retried.
+        """
+        for attempt in range(attempts):
+            try:
+                return self._add_alerts(alerts)
+            except DBAPIError as exc:
+                retryable = getattr(exc.orig, "sqlstate", None) in {"40P01", "40001"}
+                if not retryable or attempt + 1 == attempts:
+                    raise
+                time.sleep(0.05 * 2 ** attempt)
+        return 0
+
+    def _add_alerts(self, alerts: Sequence[Alert]) -> int:
         if not alerts:
             return 0
-        unique = {a.id: a for a in alerts}
+        unique = {a.id: a for a in sorted(alerts, key=lambda a: a.id)}
         incident_of = {a.id: incident_id(a, self.window) for a in unique.values()}
         now = datetime.now(UTC)
         with self.engine.begin() as conn:
-            self._upsert_incidents(conn, list(unique.values()), incident_of, now, count=False)
+            self._ensure_incidents(conn, list(unique.values()), incident_of, now)
             rows = [_alert_row(a, incident_of[a.id]) for a in unique.values()]
-            stmt = self._insert(AlertRow).on_conflict_do_nothing(index_elements=["id"])
-            new_ids = set(conn.scalars(stmt.returning(AlertRow.id), rows))
-            fresh = [unique[i] for i in new_ids]
-            self._upsert_incidents(conn, fresh, incident_of, now, count=True)
-        return len(new_ids)
+            conn.execute(self._insert(AlertRow).on_conflict_do_nothing(index_elements=["id"]),
+                         rows)
+            return self._refresh_incidents(conn, sorted(set(incident_of.values())), now)
 
-    def _upsert_incidents(self, conn: Any, alerts: list[Alert], incident_of: dict[str, str],
-                          now: datetime, *, count: bool) -> None:
-        """Make sure each incident exists (``count=False``), or add alerts to it."""
-        groups: dict[str, list[Alert]] = defaultdict(list)
+    def _ensure_incidents(self, conn: Any, alerts: list[Alert], incident_of: dict[str, str],
+                          now: datetime) -> None:
+        """Create the incidents these alerts belong to, if they do not exist yet."""
+        first_of: dict[str, Alert] = {}
         for a in alerts:
-            groups[incident_of[a.id]].append(a)
-        if not groups:
-            return
+            iid = incident_of[a.id]
+            if iid not in first_of or a.event_time < first_of[iid].event_time:
+                first_of[iid] = a
         rows = []
-        for iid, members in groups.items():
-            worst = max(members, key=lambda a: SEVERITY_RANK.get(a.severity, 0))
-            first = min(members, key=lambda a: a.event_time)
+        for iid, first in sorted(first_of.items()):
             lon, lat = _alert_point(first)
             rows.append({
                 "id": iid, "rule_id": first.rule_id, "domain": first.domain,
                 "category": first.category, "title": first.event,
                 "scope": incident_scope(first), "zone_layer": first.zone_layer,
                 "zone_id": first.zone_id, "zone_name": first.zone_name,
-                "severity": worst.severity,
-                "severity_rank": SEVERITY_RANK.get(worst.severity, 0), "status": "new",
-                "first_seen": first.event_time,
-                "last_seen": max(a.event_time for a in members),
-                "alert_count": len(members) if count else 0,
-                "created_at": now, "updated_at": now, "lon": lon, "lat": lat, "revision": 0})
-        stmt = self._insert(IncidentRow)
-        if not count:
-            conn.execute(stmt.on_conflict_do_nothing(index_elements=["id"]), rows)
-            return
-        table, new = IncidentRow.__table__.c, stmt.excluded
-        conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_={
-            "alert_count": table.alert_count + new.alert_count,
-            "severity": case((new.severity_rank > table.severity_rank, new.severity),
-                             else_=table.severity),
-            "severity_rank": case((new.severity_rank > table.severity_rank,
-                                   new.severity_rank), else_=table.severity_rank),
-            "first_seen": case((new.first_seen < table.first_seen, new.first_seen),
-                               else_=table.first_seen),
-            "last_seen": case((new.last_seen > table.last_seen, new.last_seen),
-                              else_=table.last_seen),
-            "updated_at": new.updated_at,
-            "revision": table.revision + 1,
-            # a new alert on a resolved incident reopens it
-            "status": case((table.status == "resolved", "reopened"), else_=table.status),
-        }), rows)
+                "severity": first.severity,
+                "severity_rank": SEVERITY_RANK.get(first.severity, 0), "status": "new",
+                "first_seen": first.event_time, "last_seen": first.event_time,
+                "alert_count": 0, "created_at": now, "updated_at": now, "lon": lon,
+                "lat": lat, "revision": 0})
+        conn.execute(self._insert(IncidentRow).on_conflict_do_nothing(index_elements=["id"]),
+                     rows)
+
+    def _refresh_incidents(self, conn: Any, ids: list[str], now: datetime) -> int:
+        """Recompute count, time span and worst severity of incidents from their alerts.
+
+        Idempotent: derived from the alerts table itself, under a row lock taken in id
+        order. Incidents that gained alerts get a new revision (a resolved one reopens).
+        Returns how many alerts were new.
+        """
+        table = IncidentRow
+        before = {r.id: r for r in conn.execute(
+            select(table.id, table.alert_count, table.status, table.revision)
+            .where(table.id.in_(ids)).order_by(table.id).with_for_update())}
+        rank = case(*[(AlertRow.severity == name, value)
+                      for name, value in SEVERITY_RANK.items()], else_=0)
+        truth = conn.execute(
+            select(AlertRow.incident_id, func.count(), func.min(AlertRow.event_time),
+                   func.max(AlertRow.event_time), func.max(rank))
+            .where(AlertRow.incident_id.in_(ids)).group_by(AlertRow.incident_id)).all()
+        names = {value: name for name, value in SEVERITY_RANK.items()}
+        changes, added = [], 0
+        for iid, count, first_seen, last_seen, worst in truth:
+            old = before[iid]
+            if count == old.alert_count:
+                continue
+            added += count - old.alert_count
+            changes.append({
+                "b_id": iid, "alert_count": count, "first_seen": _utc(first_seen),
+                "last_seen": _utc(last_seen), "severity_rank": worst,
+                "severity": names[worst], "revision": old.revision + 1, "updated_at": now,
+                "status": "reopened" if old.status == "resolved" else old.status})
+        if changes:
+            conn.execute(update(table).where(table.id == bindparam("b_id")).values(
+                {k: bindparam(k) for k in changes[0] if k != "b_id"}), changes)
+        return added
 
     def counts(self) -> dict[str, Any]:
         """Totals for summaries: alerts by domain, alerts, incidents."""
@@ -158,6 +185,13 @@ class IncidentStore:
             incidents = conn.scalar(select(func.count()).select_from(IncidentRow)) or 0
         return {"alerts_by_domain": by_domain, "alerts_total": sum(by_domain.values()),
                 "incidents": incidents}
+
+
+def _utc(value: datetime) -> datetime:
+    """Aggregates bypass the column type on SQLite: make them aware UTC again."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _alert_point(alert: Alert) -> tuple[float | None, float | None]:

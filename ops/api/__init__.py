@@ -1,0 +1,1 @@
+"""The responder API (FastAPI): incidents, alerts, CAP, Atom feeds, live stream."""
