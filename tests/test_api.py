@@ -78,9 +78,9 @@ def test_lifecycle_with_audit_and_lineage(api) -> None:
     assert client.post(url + "/resolve", headers=op).json()["status"] == "resolved"
     assert client.post(url + "/reopen", headers=op).json()["status"] == "reopened"
     detail = client.get(url, headers=h["viewer"]).json()
-    assert [a["action"] for a in detail["audit"]] == ["acknowledge", "assign", "note",
-                                                      "resolve", "reopen"]
-    assert {a["actor"] for a in detail["audit"]} == {"operator-user"}
+    assert [a["action"] for a in detail["audit"]] == ["alerts_added", "acknowledge",
+                                                      "assign", "note", "resolve", "reopen"]
+    assert [a["actor"] for a in detail["audit"]] == ["pipeline"] + ["operator-user"] * 5
     assert detail["notes"][0]["text"] == "crew on site"
     lineage = detail["alerts"][0]
     assert lineage["rule_id"] == "pm25-high" and lineage["rule_version"] == "v1"

@@ -17,13 +17,23 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, case, create_engine, event, func, select, update
+from sqlalchemy import (
+    Engine,
+    bindparam,
+    case,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from citywatch.ops.store.migrate import migrate
-from citywatch.ops.store.schema import AlertRow, IncidentRow
+from citywatch.ops.store.schema import AlertRow, AuditRow, IncidentRow
 from citywatch.rules.alert import Alert
 from citywatch.rules.model import SEVERITY_RANK
 
@@ -175,6 +185,12 @@ class IncidentStore:
         if changes:
             conn.execute(update(table).where(table.id == bindparam("b_id")).values(
                 {k: bindparam(k) for k in changes[0] if k != "b_id"}), changes)
+            conn.execute(insert(AuditRow), [{
+                "at": now, "actor": "pipeline", "action": "alerts_added",
+                "entity_type": "incident", "entity_id": c["b_id"],
+                "detail": {"alert_count": c["alert_count"], "severity": c["severity"],
+                           "status": c["status"], "revision": c["revision"]}}
+                for c in changes])
         return added
 
     def counts(self) -> dict[str, Any]:

@@ -1,0 +1,47 @@
+"""CAP 1.2 export details: polygons from real zones, circles, Update/Cancel."""
+
+from __future__ import annotations
+
+import numpy as np
+from factories import make_alert
+from lxml import etree
+
+from citywatch.geo.zones import ZoneIndex, ZoneLayer
+from citywatch.ops.cap import CAP_NS, CapWriter, cap_time, polygon_ring
+
+
+def _points(ring: str) -> list[tuple[float, float]]:
+    return [tuple(map(float, pair.split(","))) for pair in ring.split()]
+
+
+def test_zone_polygons_are_closed_and_small(shared_data) -> None:
+    layer = ZoneLayer.from_file("nyc", shared_data / "boundaries/new-york-city-boroughs.geojson")
+    for geometry in layer.geometries:
+        points = _points(polygon_ring(geometry))
+        assert 4 <= len(points) <= 100
+        assert points[0] == points[-1]
+        lats, lons = np.array(points).T
+        assert lats.min() > 40 and lats.max() < 41.5 and lons.min() > -75  # lat,lon order
+
+
+def test_alert_in_a_zone_carries_its_polygon(shared_data) -> None:
+    layer = ZoneLayer.from_file("nyc-boroughs",
+                                shared_data / "boundaries/new-york-city-boroughs.geojson")
+    writer = CapWriter("citywatch@city.example", ZoneIndex([layer]))
+    bronx = layer.zone_ids[layer.zone_names.index("Bronx")]
+    alert = make_alert(1, zone=bronx)
+    root = etree.fromstring(writer.alert(alert))
+    area = root.find(f"{{{CAP_NS}}}info/{{{CAP_NS}}}area")
+    assert area.findtext(f"{{{CAP_NS}}}areaDesc") == bronx
+    assert area.find(f"{{{CAP_NS}}}polygon") is not None
+    params = {p.findtext(f"{{{CAP_NS}}}valueName"): p.findtext(f"{{{CAP_NS}}}value")
+              for p in root.iter(f"{{{CAP_NS}}}parameter")}
+    assert params["rule_id"] == "pm25-high" and params["source_event_ids"] == "ev-1"
+    assert root.findtext(f"{{{CAP_NS}}}sent") == cap_time(alert.raised_at)
+
+
+def test_alert_without_zone_gets_a_circle() -> None:
+    writer = CapWriter("citywatch@city.example")
+    root = etree.fromstring(writer.alert(make_alert(2, zone=None, lon=-93.17, lat=44.96)))
+    circle = root.findtext(f"{{{CAP_NS}}}info/{{{CAP_NS}}}area/{{{CAP_NS}}}circle")
+    assert circle == "44.960000,-93.170000 0"
