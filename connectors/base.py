@@ -25,7 +25,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 from citywatch.streams.deadletter import DeadLetter
 from citywatch.streams.envelope import AttributeValue, Envelope, EnvelopeError, make_envelope
@@ -38,9 +39,13 @@ class Source(ABC):
 
     Subclasses set ``domain`` (or pass it) and implement :meth:`run`; they use
     :meth:`envelope` to build valid envelopes and :meth:`reject` for bad records.
+    Connectors that can resume implement :meth:`checkpoint` (their position after the
+    last item yielded, JSON-serialisable) and :meth:`restore`; connectors usable from
+    ``citywatch connect`` implement :meth:`from_config`.
     """
 
     domain: str = ""
+    summary: ClassVar[str] = ""
 
     def __init__(self, name: str, domain: str | None = None) -> None:
         self.name = name
@@ -60,6 +65,18 @@ class Source(ABC):
     @abstractmethod
     def run(self) -> Iterator[SourceItem]:
         """Yield envelopes and dead letters."""
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Where this source is, after the last item it yielded (default: nowhere)."""
+        return {}
+
+    def restore(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Continue from a :meth:`checkpoint` state on the next :meth:`run`."""
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], base_dir: Path) -> Source:
+        """Build the connector from a YAML config (paths relative to ``base_dir``)."""
+        raise NotImplementedError(f"{cls.__name__} cannot be configured from a file")
 
     def envelope(self, *, record_id: str, kind: str, time: datetime, entity_id: str,
                  geometry: dict[str, Any] | None = None,

@@ -1,55 +1,68 @@
-"""The ``file`` connector: replay CSV, JSON Lines or GeoJSON files through a mapping.
+"""The ``file`` connector: replay CSV, JSON Lines, GeoJSON or Parquet files through a
+declarative mapping, as fast as possible or paced by event time (``speed: N`` = N× real
+time). ``path`` may be a glob; files are read in name order.
 
 Example:
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
     >>> _ = (d / "v.csv").write_text("t,v\\n2024-01-01T00:00:00Z,5\\n2024-01-01T01:00:00Z,x\\n")
-    >>> m = FeedMapping.model_validate({"name": "demo", "domain": "traffic",
-    ...     "kind": "traffic.volume", "path": str(d / "v.csv"), "record_id": ["t"],
+    >>> source = FileSource.from_config({"name": "demo", "domain": "traffic",
+    ...     "kind": "traffic.volume", "path": "v.csv", "record_id": ["t"],
     ...     "entity_id": {"const": "c1"}, "time": {"field": "t"},
-    ...     "attributes": {"volume": {"field": "v", "type": "int"}}})
-    >>> [type(x).__name__ for x in FileSource(m).run()]
+    ...     "attributes": {"volume": {"field": "v", "type": "int"}}}, base_dir=d)
+    >>> [type(x).__name__ for x in source.run()]
     ['Envelope', 'DeadLetter']
 """
 
 from __future__ import annotations
 
 import csv
+import glob
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import msgspec
-import yaml
-from pydantic import ValidationError
+from pydantic import Field
 
 from citywatch.connectors.base import Source, SourceItem
+from citywatch.connectors.config import (
+    ConnectorConfigError,
+    read_config,
+    resolve,
+    validate_config,
+)
 from citywatch.connectors.mapping import FeedMapping, JoinMap
-from citywatch.streams.envelope import EnvelopeError
+from citywatch.streams.envelope import Envelope, EnvelopeError
+
+FeedConfigError = ConnectorConfigError
 
 
-class FeedConfigError(ValueError):
-    """A feed configuration file that is not valid."""
+class FileConfig(FeedMapping):
+    """A feed mapping plus replay options."""
+
+    speed: float | None = Field(default=None, gt=0,
+                                description="replay at N× real time by event time; "
+                                            "unset = as fast as possible")
 
 
-def load_feed(path: Path) -> FeedMapping:
-    """Read a feed mapping YAML; relative ``path``/``join.path`` are resolved against it."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        mapping = FeedMapping.model_validate(data)
-    except (OSError, yaml.YAMLError) as exc:
-        raise FeedConfigError(f"{path}: {exc}") from None
-    except ValidationError as exc:
-        lines = [f"{path}: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-        raise FeedConfigError("\n".join(lines)) from None
+def load_feed(path: Path) -> FileConfig:
+    """Read a feed config YAML; relative ``path``/``join.path`` resolve against its folder."""
+    return _resolved(validate_config(FileConfig, read_config(path), source=str(path)),
+                     path.parent)
+
+
+def _resolved(config: FileConfig, base_dir: Path) -> FileConfig:
     update: dict[str, Any] = {}
-    if mapping.path is not None and not mapping.path.is_absolute():
-        update["path"] = path.parent / mapping.path
-    if mapping.join is not None and not mapping.join.path.is_absolute():
-        update["join"] = mapping.join.model_copy(update={"path": path.parent / mapping.join.path})
-    return mapping.model_copy(update=update) if update else mapping
+    if config.path is not None:
+        update["path"] = resolve(base_dir, config.path)
+    if config.join is not None:
+        update["join"] = config.join.model_copy(update={"path": resolve(base_dir,
+                                                                        config.join.path)})
+    return config.model_copy(update=update) if update else config
 
 
 def _read_join(join: JoinMap) -> dict[str, dict[str, str]]:
@@ -58,7 +71,8 @@ def _read_join(join: JoinMap) -> dict[str, dict[str, str]]:
 
 
 def _raw_text(record: dict[str, Any]) -> str:
-    return msgspec.json.encode({k: v for k, v in record.items() if k != "__geometry__"}).decode()
+    return msgspec.json.encode({k: v for k, v in record.items() if k != "__geometry__"},
+                               enc_hook=str).decode()
 
 
 class RawRecord(NamedTuple):
@@ -71,36 +85,68 @@ class RawRecord(NamedTuple):
 
 
 class FileSource(Source):
-    """Replays one file through a :class:`FeedMapping`, in file order.
+    """Replays files through a :class:`FeedMapping`, in file order.
 
     Every record becomes an envelope or a dead letter whose locator is ``file:line``
-    (CSV, JSON Lines) or ``file#features[i]`` (GeoJSON).
+    (CSV, JSON Lines), ``file#features[i]`` (GeoJSON) or ``file#rows[i]`` (Parquet).
+    Checkpoints count the records done per file, so a restart skips them.
     """
 
-    def __init__(self, mapping: FeedMapping, path: Path | None = None) -> None:
+    summary = "CSV, JSON Lines, GeoJSON or Parquet files through a declarative mapping"
+
+    def __init__(self, mapping: FeedMapping, path: Path | None = None,
+                 speed: float | None = None) -> None:
         super().__init__(name=mapping.name, domain=mapping.domain)
         self.mapping = mapping
         chosen = path or mapping.path
         if chosen is None:
             raise FeedConfigError(f"feed '{mapping.name}' has no path")
-        self.path = chosen
+        self.paths = ([Path(p) for p in sorted(glob.glob(str(chosen)))]
+                      if glob.has_magic(str(chosen)) else [Path(chosen)])
+        if not self.paths:
+            raise FeedConfigError(f"feed '{mapping.name}': no file matches {chosen}")
+        self.speed = speed if speed is not None else getattr(mapping, "speed", None)
+        self._done: dict[str, int] = {}
+        self._skip: dict[str, int] = {}
 
-    def records(self) -> Iterator[RawRecord]:
-        """Records of the file, in order, each with its locator."""
-        name = self.path.name
+    @classmethod
+    def from_config(cls, config: dict[str, Any], base_dir: Path) -> FileSource:
+        parsed = _resolved(validate_config(FileConfig, config, source=str(base_dir)),
+                           base_dir)
+        return cls(parsed)
+
+    @property
+    def path(self) -> Path:
+        return self.paths[0]
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {"records_done": dict(self._done)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self._skip = dict(state.get("records_done", {}))
+
+    def records(self, path: Path) -> Iterator[RawRecord]:
+        """Records of one file, in order, each with its locator."""
+        name = path.name
         fmt = self.mapping.format
         if fmt == "csv":
-            with self.path.open(newline="", encoding=self.mapping.encoding) as fh:
+            with path.open(newline="", encoding=self.mapping.encoding) as fh:
                 reader = csv.DictReader(fh)
                 for row in reader:
                     yield RawRecord(f"{name}:{reader.line_num}", row)
         elif fmt == "jsonl":
-            with self.path.open(encoding=self.mapping.encoding) as fh:
+            with path.open(encoding=self.mapping.encoding) as fh:
                 for number, line in enumerate(fh, start=1):
                     if line.strip():
                         yield _json_record(line, f"{name}:{number}")
+        elif fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+            for i, row in enumerate(table.to_pylist()):
+                yield RawRecord(f"{name}#rows[{i}]", row)
         else:
-            collection = json.loads(self.path.read_text(encoding=self.mapping.encoding))
+            collection = json.loads(path.read_text(encoding=self.mapping.encoding))
             for i, feature in enumerate(collection.get("features", [])):
                 record = dict(feature.get("properties") or {})
                 record.setdefault("id", feature.get("id"))
@@ -109,21 +155,49 @@ class FileSource(Source):
 
     def run(self) -> Iterator[SourceItem]:
         joined = _read_join(self.mapping.join) if self.mapping.join else None
-        for locator, record, error, raw in self.records():
-            if not self.running:
-                return
-            if record is None:
-                yield self.reject(error or "unreadable record", locator=locator, raw=raw)
-                continue
-            if joined is not None and self.mapping.join is not None:
-                match = joined.get(str(record.get(self.mapping.join.key, "")))
-                if match:
-                    record = {**match, **record}
-            try:
-                yield self.mapping.to_envelope(record, locator=locator,
-                                               received_at=datetime.now(UTC))
-            except EnvelopeError as exc:
-                yield self.reject(exc, locator=locator, raw=_raw_text(record))
+        pace = _Pacer(self.speed) if self.speed else None
+        for path in self.paths:
+            key = str(path)
+            skip = self._skip.get(key, 0)
+            self._done[key] = 0
+            for locator, record, error, raw in self.records(path):
+                if not self.running:
+                    return
+                self._done[key] += 1
+                if self._done[key] <= skip:
+                    continue
+                if record is None:
+                    yield self.reject(error or "unreadable record", locator=locator, raw=raw)
+                    continue
+                if joined is not None and self.mapping.join is not None:
+                    match = joined.get(str(record.get(self.mapping.join.key, "")))
+                    if match:
+                        record = {**match, **record}
+                try:
+                    item: SourceItem = self.mapping.to_envelope(
+                        record, locator=locator, received_at=datetime.now(UTC))
+                except EnvelopeError as exc:
+                    item = self.reject(exc, locator=locator, raw=_raw_text(record))
+                if pace is not None and isinstance(item, Envelope):
+                    pace.wait_for(item.time, lambda: self.running)
+                yield item
+
+
+class _Pacer:
+    """Sleeps so that event time advances ``speed`` times faster than wall time."""
+
+    def __init__(self, speed: float) -> None:
+        self.speed = speed
+        self.origin: tuple[datetime, float] | None = None
+
+    def wait_for(self, event_time: datetime, running: Any) -> None:
+        if self.origin is None:
+            self.origin = (event_time, time.monotonic())
+            return
+        first, started = self.origin
+        due = started + (event_time - first).total_seconds() / self.speed
+        while running() and (delay := due - time.monotonic()) > 0:
+            time.sleep(min(delay, 0.1))
 
 
 def _json_record(line: str, locator: str) -> RawRecord:

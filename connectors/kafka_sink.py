@@ -26,10 +26,28 @@ class PumpReport:
 
     events_by_domain: Counter[str] = field(default_factory=Counter)
     dead_letters: int = 0
+    skipped: int = 0
 
     @property
     def events(self) -> int:
         return sum(self.events_by_domain.values())
+
+    def as_dict(self) -> dict[str, object]:
+        return {"events_by_domain": dict(self.events_by_domain), "events": self.events,
+                "dead_letters": self.dead_letters, "skipped_duplicates": self.skipped}
+
+    def prometheus(self, connector: str) -> str:
+        """The counts in Prometheus text exposition format."""
+        lines = ["# HELP citywatch_connector_records_total Records a connector handled.",
+                 "# TYPE citywatch_connector_records_total counter"]
+        for domain, count in sorted(self.events_by_domain.items()):
+            lines.append(f'citywatch_connector_records_total{{connector="{connector}",'
+                         f'outcome="valid",domain="{domain}"}} {count}')
+        lines.append(f'citywatch_connector_records_total{{connector="{connector}",'
+                     f'outcome="rejected"}} {self.dead_letters}')
+        lines.append(f'citywatch_connector_records_total{{connector="{connector}",'
+                     f'outcome="duplicate_skipped"}} {self.skipped}')
+        return "\n".join(lines) + "\n"
 
 
 class KafkaSink:

@@ -110,7 +110,7 @@ class FeedMapping(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
     domain: Domain
     kind: str
-    format: Literal["csv", "jsonl", "geojson"] = "csv"
+    format: Literal["csv", "jsonl", "geojson", "parquet"] = "csv"
     path: Path | None = None
     encoding: str = "utf-8"
     record_id: list[str] = Field(min_length=1)

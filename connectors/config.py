@@ -1,0 +1,55 @@
+"""Reading connector configuration files; every error names the file and the field.
+
+Example:
+    >>> from pydantic import BaseModel
+    >>> class C(BaseModel):
+    ...     url: str
+    >>> try:
+    ...     validate_config(C, {}, source="c.yaml")
+    ... except ConnectorConfigError as e:
+    ...     print(e)
+    c.yaml: url: Field required
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class ConnectorConfigError(ValueError):
+    """A connector configuration that cannot be used."""
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The YAML mapping in ``path``."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConnectorConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConnectorConfigError(f"{path}: invalid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConnectorConfigError(f"{path}: a connector config is a YAML mapping")
+    return data
+
+
+def validate_config(model: type[ModelT], data: dict[str, Any], *, source: str) -> ModelT:
+    """Validate ``data`` as ``model``; errors read ``source: field: message``."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"{source}: {'.'.join(map(str, e['loc'])) or '(config)'}: {e['msg']}"
+                 for e in exc.errors()]
+        raise ConnectorConfigError("\n".join(lines)) from None
+
+
+def resolve(base_dir: Path, path: Path | str) -> Path:
+    """``path`` relative to the config file's folder unless absolute."""
+    path = Path(path)
+    return path if path.is_absolute() else base_dir / path
