@@ -73,6 +73,9 @@ class Source(ABC):
     def restore(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
         """Continue from a :meth:`checkpoint` state on the next :meth:`run`."""
 
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; called once after the final checkpoint."""
+
     @classmethod
     def from_config(cls, config: dict[str, Any], base_dir: Path) -> Source:
         """Build the connector from a YAML config (paths relative to ``base_dir``)."""
@@ -86,9 +89,34 @@ class Source(ABC):
                              domain=self.domain, kind=kind, time=time, entity_id=entity_id,
                              geometry=geometry, attributes=attributes)
 
-    def reject(self, error: EnvelopeError | str, *, locator: str, raw: str = "") -> DeadLetter:
-        """A dead letter for a record this source could not map."""
+    def reject(self, error: EnvelopeError | str, *, locator: str, raw: str = "",
+               field: str | None = None) -> DeadLetter:
+        """A dead letter for a record this source could not map (``field``: which one)."""
         if isinstance(error, str):
-            error = EnvelopeError(error)
+            error = EnvelopeError(error, field=field)
         return DeadLetter.from_error(error, stage="connector", source=self.name,
                                      locator=locator, raw=raw)
+
+
+class CountingCheckpoint:
+    """Checkpoint mix-in for sources whose input order is stable (files): the state is
+    how many items were yielded; a restored run skips that many.
+
+    Use it as ``yield from self.counted(self.items())`` inside ``run()``.
+    """
+
+    _items_done: int = 0
+    _skip_items: int = 0
+
+    def counted(self, items: Iterator[SourceItem]) -> Iterator[SourceItem]:
+        self._items_done = 0
+        for item in items:
+            self._items_done += 1
+            if self._items_done > self._skip_items:
+                yield item
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {"items_done": self._items_done}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self._skip_items = int(state.get("items_done", 0))

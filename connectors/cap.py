@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import glob
+import json
 import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
@@ -28,10 +29,10 @@ import shapely
 from lxml import etree
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pyproj import CRS, Transformer
-from shapely.geometry import MultiPolygon, Point, Polygon, mapping
+from shapely.geometry import MultiPolygon, Point, Polygon
 from shapely.ops import transform
 
-from citywatch.connectors.base import Source, SourceItem
+from citywatch.connectors.base import CountingCheckpoint, Source, SourceItem
 from citywatch.connectors.config import resolve, validate_config
 from citywatch.streams.envelope import AttributeValue, EnvelopeError
 
@@ -150,12 +151,12 @@ def cap_records(root: etree._Element) -> Iterator[tuple[str, dict[str, Any]]]:
             geometry = None
             if shapes:
                 merged = shapes[0] if len(shapes) == 1 else MultiPolygon(shapes)
-                geometry = mapping(shapely.set_precision(merged, 1e-7))
+                geometry = json.loads(shapely.to_geojson(shapely.set_precision(merged, 1e-7)))
             yield f"{i}/{j}", {"head": head, "time": when, "attributes": {
                 k: v for k, v in attrs.items() if v is not None}, "geometry": geometry}
 
 
-class CapSource(Source):
+class CapSource(CountingCheckpoint, Source):
     """CAP files or one CAP URL → one disaster event per ``<info>``/``<area>``."""
 
     domain = "disaster"
@@ -169,7 +170,7 @@ class CapSource(Source):
 
     @classmethod
     def from_config(cls, config: dict[str, Any], base_dir: Path) -> CapSource:
-        parsed = validate_config(CapConfig, config, source=str(base_dir))
+        parsed = validate_config(CapConfig, config, source="")
         if parsed.path is not None:
             pattern = str(resolve(base_dir, parsed.path))
             paths = ([Path(p) for p in sorted(glob.glob(pattern))] if glob.has_magic(pattern)
@@ -189,6 +190,9 @@ class CapSource(Source):
                 yield self.url, response.read(), None
 
     def run(self) -> Iterator[SourceItem]:
+        yield from self.counted(self._items())
+
+    def _items(self) -> Iterator[SourceItem]:
         for locator, document, error in self.documents():
             if not self.running:
                 return

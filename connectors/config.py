@@ -44,7 +44,8 @@ def validate_config(model: type[ModelT], data: dict[str, Any], *, source: str) -
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        lines = [f"{source}: {'.'.join(map(str, e['loc'])) or '(config)'}: {e['msg']}"
+        prefix = f"{source}: " if source else ""
+        lines = [f"{prefix}{'.'.join(map(str, e['loc'])) or '(config)'}: {e['msg']}"
                  for e in exc.errors()]
         raise ConnectorConfigError("\n".join(lines)) from None
 

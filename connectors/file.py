@@ -111,7 +111,7 @@ class FileSource(Source):
 
     @classmethod
     def from_config(cls, config: dict[str, Any], base_dir: Path) -> FileSource:
-        parsed = _resolved(validate_config(FileConfig, config, source=str(base_dir)),
+        parsed = _resolved(validate_config(FileConfig, config, source=""),
                            base_dir)
         return cls(parsed)
 
@@ -147,10 +147,7 @@ class FileSource(Source):
                 yield RawRecord(f"{name}#rows[{i}]", row)
         else:
             collection = json.loads(path.read_text(encoding=self.mapping.encoding))
-            for i, feature in enumerate(collection.get("features", [])):
-                record = dict(feature.get("properties") or {})
-                record.setdefault("id", feature.get("id"))
-                record["__geometry__"] = _point_2d(feature.get("geometry"))
+            for i, record in geojson_records(collection):
                 yield RawRecord(f"{name}#features[{i}]", record)
 
     def run(self) -> Iterator[SourceItem]:
@@ -209,6 +206,16 @@ def _json_record(line: str, locator: str) -> RawRecord:
     if not isinstance(value, dict):
         return RawRecord(locator, None, "a JSON Lines record must be an object", raw)
     return RawRecord(locator, value)
+
+
+def geojson_records(collection: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Flat records of a FeatureCollection: properties, ``id``, and the geometry under
+    ``__geometry__`` (what a mapping's ``geometry: {from_record: true}`` reads)."""
+    for i, feature in enumerate(collection.get("features", [])):
+        record = dict(feature.get("properties") or {})
+        record.setdefault("id", feature.get("id"))
+        record["__geometry__"] = _point_2d(feature.get("geometry"))
+        yield i, record
 
 
 def _point_2d(geometry: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from kafka import KafkaProducer
+from confluent_kafka import KafkaError, Producer
 
 from citywatch.connectors.base import Source
 from citywatch.streams.deadletter import DeadLetter, encode_deadletter
@@ -50,34 +50,61 @@ class PumpReport:
         return "\n".join(lines) + "\n"
 
 
+class DeliveryError(RuntimeError):
+    """The broker did not acknowledge some messages."""
+
+
 class KafkaSink:
-    """A batching Kafka producer for connector output (one record per message).
+    """A batching Kafka producer (librdkafka) for connector output, one record per message.
 
     Envelopes are keyed by ``entity_id`` so one entity's events stay in order on one
-    partition.
+    partition. :meth:`flush` returns only when every message sent so far is acknowledged,
+    and raises :class:`DeliveryError` if any was not: checkpoints are taken after it.
     """
 
-    def __init__(self, bootstrap: str, topics: TopicNames, *, linger_ms: int = 10) -> None:
+    def __init__(self, bootstrap: str, topics: TopicNames, *, linger_ms: int = 5) -> None:
         self.topics = topics
-        self._producer = KafkaProducer(
-            bootstrap_servers=bootstrap, acks=1, linger_ms=linger_ms,
-            batch_size=256 * 1024, max_request_size=8 * 1024 * 1024,
-            client_id="citywatch-connector")
+        self._failures: list[str] = []
+        self._producer = Producer({
+            "bootstrap.servers": bootstrap, "client.id": "citywatch-connector", "acks": 1,
+            "enable.idempotence": False, "linger.ms": linger_ms,
+            "batch.size": 1_000_000, "queue.buffering.max.messages": 1_000_000,
+            "message.max.bytes": 8 * 1024 * 1024, "log_level": 3,
+            "delivery.report.only.error": True, "on_delivery": self._delivered})
+        self._sent = 0
+
+    def _delivered(self, error: KafkaError | None, message: object) -> None:
+        if error is not None:
+            self._failures.append(str(error))
+
+    def _produce(self, topic: str, value: bytes, key: bytes) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, value, key)
+                break
+            except BufferError:  # local queue full: let librdkafka drain it
+                self._producer.poll(0.05)
+        self._sent += 1
+        if self._sent % 10_000 == 0:
+            self._producer.poll(0)
 
     def send(self, item: Envelope | DeadLetter) -> None:
         if isinstance(item, Envelope):
-            self._producer.send(self.topics.raw(item.domain), value=encode_envelope(item),
-                                key=item.entity_id.encode())
+            self._produce(self.topics.raw(item.domain), encode_envelope(item),
+                          item.entity_id.encode())
         else:
-            self._producer.send(self.topics.deadletter, value=encode_deadletter(item),
-                                key=item.source.encode())
+            self._produce(self.topics.deadletter, encode_deadletter(item),
+                          item.source.encode())
 
-    def flush(self) -> None:
-        self._producer.flush()
+    def flush(self, timeout: float = 60.0) -> None:
+        remaining = self._producer.flush(timeout)
+        if remaining or self._failures:
+            failures, self._failures = self._failures, []
+            raise DeliveryError(f"{remaining} message(s) unsent, {len(failures)} failed"
+                                + (f": {failures[0]}" if failures else ""))
 
     def close(self) -> None:
-        self._producer.flush()
-        self._producer.close()
+        self.flush()
 
     def __enter__(self) -> KafkaSink:
         return self

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -29,7 +30,8 @@ from citywatch.streams.envelope import (
     Domain,
     Envelope,
     EnvelopeError,
-    make_envelope,
+    check_geometry,
+    envelope_id,
 )
 
 DEFAULT_NULLS = ("", "NA", "N/A", "NaN", "nan", "null", "None")
@@ -93,6 +95,10 @@ class GeometryMap(_Strict):
                 self.from_record]
         if sum(ways) != 1:
             raise ValueError("give exactly one of lon+lat, point, from_record")
+        if self.point is not None:
+            lon, lat = self.point
+            if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+                raise ValueError(f"point {list(self.point)} is not [lon, lat] in range")
         return self
 
 
@@ -120,20 +126,27 @@ class FeedMapping(_Strict):
     attributes: dict[str, AttributeMap] = {}
     join: JoinMap | None = None
 
+    @cached_property
+    def _converters(self) -> list[tuple[str, AttributeMap, Any]]:
+        return [(name, spec, _converter(spec)) for name, spec in self.attributes.items()]
+
     def to_envelope(self, record: dict[str, Any], *, locator: str,
                     received_at: datetime | None = None) -> Envelope:
-        """Map one record; raises :class:`EnvelopeError` naming the field and ``locator``."""
+        """Map one record; raises :class:`EnvelopeError` naming the field and ``locator``.
+
+        Every value is checked as it is converted (finite numbers, coordinates in range,
+        GeoJSON shape), so the envelope is built without a second validation pass.
+        """
         try:
-            return make_envelope(
-                source=self.name,
-                source_record_id="/".join(_text(record, f) for f in self.record_id),
-                domain=self.domain, kind=self.kind,
+            return Envelope(
+                id=envelope_id(self.name, "/".join(_text(record, f) for f in self.record_id)),
+                source=self.name, domain=self.domain, kind=self.kind,
                 time=_parse_time(record, self.time),
+                received_at=received_at or datetime.now(UTC),
                 entity_id=(self.entity_id.const if isinstance(self.entity_id, Const)
                            else _text(record, self.entity_id)),
                 geometry=_geometry(record, self.geometry),
-                attributes=_attributes(record, self.attributes),
-                received_at=received_at)
+                attributes=_attributes(record, self._converters))
         except EnvelopeError as exc:
             raise exc.with_locator(locator) from None
 
@@ -151,21 +164,34 @@ def _text(record: dict[str, Any], field: str) -> str:
     return str(value).strip()
 
 
+# strptime formats whose every match datetime.fromisoformat parses identically (and
+# several times faster), keyed by the length of a matching string
+_ISO_FORMATS = {"%Y-%m-%d %H:%M:%S": 19, "%Y-%m-%dT%H:%M:%S": 19, "%Y-%m-%d": 10,
+                "%Y%m%d": 8}
+
+
+@lru_cache(maxsize=131_072)
+def _parse_text_time(text: str, fmt: str | None, zone: str) -> datetime:
+    """Parse one time string (cached: feeds repeat dates and hours a lot)."""
+    if fmt is None or _ISO_FORMATS.get(fmt) == len(text) and text.isascii() and text[:4].isdigit():
+        parsed = datetime.fromisoformat(text)
+    else:
+        parsed = datetime.strptime(text, fmt)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=ZoneInfo(zone))
+    return parsed.astimezone(UTC)
+
+
 def _parse_time(record: dict[str, Any], spec: TimeMap) -> datetime:
     value = _raw(record, spec.field)
     try:
         if spec.unit is not None:
             seconds = float(value) / (1000.0 if spec.unit == "ms" else 1.0)
             return datetime.fromtimestamp(seconds, UTC)
-        text = str(value).strip()
-        parsed = (datetime.strptime(text, spec.format) if spec.format
-                  else datetime.fromisoformat(text))
+        return _parse_text_time(str(value).strip(), spec.format, spec.timezone)
     except (TypeError, ValueError, OverflowError, OSError):
         expected = spec.format or (f"epoch {spec.unit}" if spec.unit else "ISO 8601")
         raise EnvelopeError(f"{value!r} is not a time ({expected})", field=spec.field) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=ZoneInfo(spec.timezone))
-    return parsed.astimezone(UTC)
 
 
 def _coordinate(record: dict[str, Any], field: str) -> float | None:
@@ -190,6 +216,8 @@ def _geometry(record: dict[str, Any], spec: GeometryMap | None) -> dict[str, Any
         geometry = record.get("__geometry__")
         if geometry is None and not spec.optional:
             raise EnvelopeError("missing coordinates", field="geometry")
+        if geometry is not None:
+            check_geometry(geometry)
         return geometry
     assert spec.lon is not None and spec.lat is not None
     lon, lat = _coordinate(record, spec.lon), _coordinate(record, spec.lat)
@@ -197,43 +225,57 @@ def _geometry(record: dict[str, Any], spec: GeometryMap | None) -> dict[str, Any
         if spec.optional:
             return None
         raise EnvelopeError("missing coordinates", field=spec.lon if lon is None else spec.lat)
+    if not -180 <= lon <= 180:
+        raise EnvelopeError(f"{lon} is not a longitude", field=spec.lon)
+    if not -90 <= lat <= 90:
+        raise EnvelopeError(f"{lat} is not a latitude", field=spec.lat)
     return {"type": "Point", "coordinates": [lon, lat]}
 
 
-def _convert(value: Any, spec: AttributeMap) -> AttributeValue:
+_TRUE = frozenset({"1", "true", "yes", "y", "t"})
+_FALSE = frozenset({"0", "false", "no", "n", "f"})
+
+
+def _converter(spec: AttributeMap) -> Any:
+    """A function converting one raw value per ``spec`` (raises ValueError/TypeError)."""
     if spec.type == "str":
-        return str(value)
+        return str
     if spec.type == "bool":
-        text = str(value).strip().lower()
-        if text in {"1", "true", "yes", "y", "t"}:
-            return True
-        if text in {"0", "false", "no", "n", "f"}:
-            return False
-        raise ValueError
-    number = float(value)
-    if not math.isfinite(number):
-        raise ValueError
-    number = number * spec.scale + spec.offset
-    if spec.type == "int":
-        if number != int(number):
+        def to_bool(value: Any) -> bool:
+            text = str(value).strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
             raise ValueError
-        return int(number)
-    return number
+        return to_bool
+    scale, offset, integral = spec.scale, spec.offset, spec.type == "int"
+
+    def to_number(value: Any) -> float | int:
+        number = float(value) * scale + offset
+        if not math.isfinite(number):
+            raise ValueError
+        if integral:
+            if number != int(number):
+                raise ValueError
+            return int(number)
+        return number
+    return to_number
 
 
 def _attributes(record: dict[str, Any],
-                specs: dict[str, AttributeMap]) -> dict[str, AttributeValue]:
+                converters: list[tuple[str, AttributeMap, Any]]) -> dict[str, AttributeValue]:
     out: dict[str, AttributeValue] = {}
-    for name, spec in specs.items():
+    for name, spec, convert in converters:
         value = record.get(spec.field)
-        if spec.field not in record and not spec.optional:
-            raise EnvelopeError("missing from the record", field=spec.field)
         if value is None or (isinstance(value, str) and value.strip() in spec.null_values):
             if spec.optional:
                 continue
+            if spec.field not in record:
+                raise EnvelopeError("missing from the record", field=spec.field)
             raise EnvelopeError("empty", field=spec.field)
         try:
-            out[name] = _convert(value, spec)
+            out[name] = convert(value)
         except (TypeError, ValueError, OverflowError):
             raise EnvelopeError(f"{value!r} is not a valid {spec.type}",
                                 field=spec.field) from None

@@ -37,7 +37,7 @@ from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from referencing import Registry, Resource
 
-from citywatch.connectors.base import Source, SourceItem
+from citywatch.connectors.base import CountingCheckpoint, Source, SourceItem
 from citywatch.connectors.config import resolve, validate_config
 from citywatch.connectors.mapping import TimeMap
 from citywatch.streams.envelope import AttributeValue, EnvelopeError, make_envelope
@@ -164,7 +164,7 @@ def entity_envelope(entity: Any, *, source: str, timezone: str = "UTC") -> Any:
                          attributes=attributes)
 
 
-class NgsiLdSource(Source):
+class NgsiLdSource(CountingCheckpoint, Source):
     """FIWARE AirQualityObserved / TrafficFlowObserved entities into envelopes."""
 
     domain = "environment"
@@ -179,7 +179,7 @@ class NgsiLdSource(Source):
 
     @classmethod
     def from_config(cls, config: dict[str, Any], base_dir: Path) -> NgsiLdSource:
-        parsed = validate_config(NgsiConfig, config, source=str(base_dir))
+        parsed = validate_config(NgsiConfig, config, source="")
         if parsed.path is not None:
             pattern = str(resolve(base_dir, parsed.path))
             paths = ([Path(p) for p in sorted(glob.glob(pattern))] if glob.has_magic(pattern)
@@ -216,6 +216,9 @@ class NgsiLdSource(Source):
                 yield (f"{name}[{i}]" if isinstance(data, list) else name), entity, None
 
     def run(self) -> Iterator[SourceItem]:
+        yield from self.counted(self._items())
+
+    def _items(self) -> Iterator[SourceItem]:
         for locator, entity, error in self.entities():
             if not self.running:
                 return

@@ -50,13 +50,17 @@ def dry_run(source: Source, out: IO[str], err: IO[str]) -> int:
     Returns the exit status: 0 when every record was valid, 1 otherwise.
     """
     rejected = 0
-    for item in source.run():
-        if isinstance(item, Envelope):
-            out.write(encode_envelope(item).decode() + "\n")
-        else:
-            rejected += 1
-            err.write(f"rejected {describe(item)}\n")
-    out.flush()
+    try:
+        for item in source.run():
+            if isinstance(item, Envelope):
+                out.write(encode_envelope(item).decode() + "\n")
+            else:
+                rejected += 1
+                err.write(f"rejected {describe(item)}\n")
+        out.flush()
+        source.checkpoint()
+    finally:
+        source.close()
     return 1 if rejected else 0
 
 
@@ -146,23 +150,27 @@ def produce(source: Source, bootstrap: str, topics: TopicNames, *,
 
         def save() -> None:
             sink.flush()
+            state = source.checkpoint()
             if checkpoint_path is not None:
-                Checkpoint(source.checkpoint(), _ends(admin, watched)).save(checkpoint_path)
+                Checkpoint(state, _ends(admin, watched)).save(checkpoint_path)
 
         last = time.monotonic()
-        for item in source.run():
-            if skip and item_key(item) in skip:
-                report.skipped += 1
-                continue
-            sink.send(item)
-            if isinstance(item, Envelope):
-                report.events_by_domain[item.domain] += 1
-            else:
-                report.dead_letters += 1
-            if checkpoint_path is not None and time.monotonic() - last > checkpoint_every:
-                save()
-                last = time.monotonic()
-        save()
+        try:
+            for item in source.run():
+                if skip and item_key(item) in skip:
+                    report.skipped += 1
+                    continue
+                sink.send(item)
+                if isinstance(item, Envelope):
+                    report.events_by_domain[item.domain] += 1
+                else:
+                    report.dead_letters += 1
+                if time.monotonic() - last > checkpoint_every:
+                    save()
+                    last = time.monotonic()
+            save()
+        finally:
+            source.close()
     return report
 
 

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import math
 import uuid
 from datetime import UTC, datetime
@@ -98,14 +99,14 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 def validate_envelope(envelope: Envelope) -> Envelope:
     """Checks msgspec types cannot express; raises :class:`EnvelopeError` naming the field."""
     if envelope.geometry is not None:
-        _check_geometry(envelope.geometry)
+        check_geometry(envelope.geometry)
     for key, value in envelope.attributes.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise EnvelopeError("must be a finite number", field=f"attributes.{key}")
     return envelope
 
 
-def _check_geometry(geometry: dict[str, Any]) -> None:
+def check_geometry(geometry: dict[str, Any]) -> None:
     kind = geometry.get("type")
     coords = geometry.get("coordinates")
     if kind not in {"Point", "LineString", "Polygon", "MultiPoint", "MultiLineString",
@@ -126,8 +127,15 @@ def _check_geometry(geometry: dict[str, Any]) -> None:
 
 
 def envelope_id(source: str, source_record_id: str) -> str:
-    """Deterministic envelope id for a source record: replays yield the same id."""
-    return str(uuid.uuid5(_ID_NAMESPACE, f"{source}\x1f{source_record_id}"))
+    """Deterministic envelope id for a source record: replays yield the same id
+    (RFC 4122 version-5 UUID, the same value as ``uuid.uuid5``, computed without
+    building UUID objects: this runs once per record)."""
+    digest = bytearray(hashlib.sha1(_ID_NAMESPACE.bytes + f"{source}\x1f{source_record_id}"
+                                    .encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def make_envelope(

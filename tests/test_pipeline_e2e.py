@@ -3,17 +3,15 @@ worker → incident store, and dead-lettering of malformed rows."""
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
-import yaml
+from data_helpers import malformed_epa
 from kafka_helpers import read_topic
 from sqlalchemy import select
 
 from citywatch.ops.cap import CapWriter
 from citywatch.ops.demo import run_demo
-from citywatch.ops.settings import DEMO_DIR, Settings
+from citywatch.ops.settings import Settings
 from citywatch.ops.store.schema import AlertRow
 from citywatch.ops.store.store import IncidentStore
 from citywatch.ops.store.subscriptions import SubscriptionBook, SubscriptionIn
@@ -58,33 +56,9 @@ def test_demo_alerts_in_every_domain_and_replay_is_idempotent(settings: Settings
     store.close()
 
 
-def _malformed_epa(shared_data: Path, tmp_path: Path) -> tuple[Path, dict[int, str]]:
-    """40 real EPA rows; three of them corrupted in one field each."""
-    source = shared_data / "air_quality/epa_aqs_pm25_daily_nyc_metro_2022.csv"
-    with source.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        header = reader.fieldnames or []
-        rows = [row for row, _ in zip(reader, range(40), strict=False)]
-    rows[4]["Daily Mean PM2.5 Concentration"] = "n/a"
-    rows[9]["SITE_LATITUDE"] = ""
-    rows[19]["Date"] = "2022-31-31"
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=header, quoting=csv.QUOTE_ALL, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    data = tmp_path / "epa_bad.csv"
-    data.write_text(out.getvalue())
-    feed = yaml.safe_load((DEMO_DIR / "feeds/epa_pm25_nyc.yaml").read_text())
-    feed["path"] = str(data)
-    config = tmp_path / "epa_bad.yaml"
-    config.write_text(yaml.safe_dump(feed))
-    # line numbers: header is line 1, rows[i] is line i + 2
-    return config, {6: "Daily Mean PM2.5 Concentration", 11: "SITE_LATITUDE", 21: "Date"}
-
-
 def test_malformed_rows_go_to_deadletter_with_reason_and_line(
         settings: Settings, shared_data: Path, tmp_path: Path) -> None:
-    config, bad_lines = _malformed_epa(shared_data, tmp_path)
+    config, bad_lines = malformed_epa(shared_data, tmp_path)
     summary = run_demo(settings, feeds=[config])
     assert summary["events_by_domain"]["environment"] == 37
     assert summary["dead_letters"] == 3
