@@ -41,7 +41,9 @@ class Source(ABC):
     :meth:`envelope` to build valid envelopes and :meth:`reject` for bad records.
     Connectors that can resume implement :meth:`checkpoint` (their position after the
     last item yielded, JSON-serialisable) and :meth:`restore`; connectors usable from
-    ``citywatch connect`` implement :meth:`from_config`.
+    ``citywatch connect`` implement :meth:`from_config`. A source that waits for input
+    may yield ``None`` now and then (an idle tick) so the runner can checkpoint, and sets
+    :attr:`wants_checkpoint` when it needs one soon (e.g. to acknowledge messages).
     """
 
     domain: str = ""
@@ -63,12 +65,17 @@ class Source(ABC):
         self._running = False
 
     @abstractmethod
-    def run(self) -> Iterator[SourceItem]:
-        """Yield envelopes and dead letters."""
+    def run(self) -> Iterator[SourceItem | None]:
+        """Yield envelopes and dead letters (and ``None`` as an idle tick if it waits)."""
 
     def checkpoint(self) -> dict[str, Any]:
         """Where this source is, after the last item it yielded (default: nowhere)."""
         return {}
+
+    @property
+    def wants_checkpoint(self) -> bool:
+        """True when the source needs a checkpoint before it can go on much longer."""
+        return False
 
     def restore(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
         """Continue from a :meth:`checkpoint` state on the next :meth:`run`."""

@@ -3,7 +3,8 @@
 Example:
     >>> from citywatch.streams.topics import TopicNames
     >>> with KafkaSink("127.0.0.1:9092", TopicNames("city.")) as sink:  # doctest: +SKIP
-    ...     report = pump(source, sink)
+    ...     sink.send(envelope)
+    ...     sink.flush()
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from types import TracebackType
 
 from confluent_kafka import KafkaError, Producer
 
-from citywatch.connectors.base import Source
 from citywatch.streams.deadletter import DeadLetter, encode_deadletter
 from citywatch.streams.envelope import Envelope, encode_envelope
 from citywatch.streams.topics import TopicNames
@@ -104,7 +104,11 @@ class KafkaSink:
                                 + (f": {failures[0]}" if failures else ""))
 
     def close(self) -> None:
-        self.flush()
+        """Flush, then release the producer (its delivery callback points back here)."""
+        try:
+            self.flush()
+        finally:
+            self._producer = None  # type: ignore[assignment]
 
     def __enter__(self) -> KafkaSink:
         return self
@@ -112,16 +116,3 @@ class KafkaSink:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
-
-
-def pump(source: Source, sink: KafkaSink, report: PumpReport | None = None) -> PumpReport:
-    """Run ``source`` to the end (or until stopped), sending everything to ``sink``."""
-    report = report or PumpReport()
-    for item in source.run():
-        sink.send(item)
-        if isinstance(item, Envelope):
-            report.events_by_domain[item.domain] += 1
-        else:
-            report.dead_letters += 1
-    sink.flush()
-    return report

@@ -52,6 +52,10 @@ def dry_run(source: Source, out: IO[str], err: IO[str]) -> int:
     rejected = 0
     try:
         for item in source.run():
+            if source.wants_checkpoint:
+                source.checkpoint()
+            if item is None:
+                continue
             if isinstance(item, Envelope):
                 out.write(encode_envelope(item).decode() + "\n")
             else:
@@ -157,15 +161,15 @@ def produce(source: Source, bootstrap: str, topics: TopicNames, *,
         last = time.monotonic()
         try:
             for item in source.run():
-                if skip and item_key(item) in skip:
+                if item is not None and skip and item_key(item) in skip:
                     report.skipped += 1
-                    continue
-                sink.send(item)
-                if isinstance(item, Envelope):
-                    report.events_by_domain[item.domain] += 1
-                else:
-                    report.dead_letters += 1
-                if time.monotonic() - last > checkpoint_every:
+                elif item is not None:
+                    sink.send(item)
+                    if isinstance(item, Envelope):
+                        report.events_by_domain[item.domain] += 1
+                    else:
+                        report.dead_letters += 1
+                if source.wants_checkpoint or time.monotonic() - last > checkpoint_every:
                     save()
                     last = time.monotonic()
             save()

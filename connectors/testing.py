@@ -38,6 +38,10 @@ def collect(source: Source, limit: int | None = None) -> list[SourceItem]:
     generator = source.run()
     try:
         for item in generator:
+            if source.wants_checkpoint:  # as the runner does, after "sending" the items
+                source.checkpoint()
+            if item is None:  # an idle tick
+                continue
             items.append(item)
             if limit is not None and len(items) >= limit:
                 break
@@ -73,7 +77,8 @@ def assert_stops_within(source: Source, seconds: float = 5.0) -> None:
 
     def consume() -> None:
         for _ in source.run():
-            pass
+            if source.wants_checkpoint:
+                source.checkpoint()
         done.set()
 
     thread = threading.Thread(target=consume, daemon=True)

@@ -122,7 +122,8 @@ def replay(feeds: Annotated[list[Path], typer.Argument(help="Feed mapping YAML f
         typer.echo("configuration error: CITYWATCH_KAFKA_BOOTSTRAP is required", err=True)
         raise typer.Exit(2)
     from citywatch.connectors.file import FeedConfigError, FileSource, load_feed
-    from citywatch.connectors.kafka_sink import KafkaSink, PumpReport, pump
+    from citywatch.connectors.kafka_sink import PumpReport
+    from citywatch.connectors.runner import produce
     from citywatch.ops.kafka_admin import ensure_topics
 
     ensure_topics(settings.kafka_bootstrap, settings.topics.all, settings.topic_partitions)
@@ -132,11 +133,9 @@ def replay(feeds: Annotated[list[Path], typer.Argument(help="Feed mapping YAML f
     except FeedConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
-    with KafkaSink(settings.kafka_bootstrap, settings.topics) as sink:
-        for source in sources:
-            pump(source, sink, report)
-    typer.echo(json.dumps({"events_by_domain": dict(report.events_by_domain),
-                           "dead_letters": report.dead_letters}))
+    for source in sources:
+        produce(source, settings.kafka_bootstrap, settings.topics, report=report)
+    typer.echo(json.dumps(report.as_dict()))
 
 
 @app.command()

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from citywatch.connectors.file import FileSource, load_feed
-from citywatch.connectors.kafka_sink import KafkaSink, PumpReport, pump
+from citywatch.connectors.kafka_sink import PumpReport
+from citywatch.connectors.runner import produce
 from citywatch.ops.broker import EmbeddedBroker
 from citywatch.ops.kafka_admin import KafkaAdmin
 from citywatch.ops.progress import PipelineStalled, wait_until_drained
@@ -58,9 +59,8 @@ def run_demo(settings: Settings, *, feeds: list[Path] | None = None,
         watch = stack.enter_context(TopicWatch(bootstrap, topics.alerts))
         worker = stack.enter_context(
             WorkerProcess(settings, bootstrap, settings.data_dir / "worker.log"))
-        with KafkaSink(bootstrap, topics) as sink:
-            for feed in feeds:
-                pump(FileSource(load_feed(feed)), sink, report)
+        for feed in feeds:
+            produce(FileSource(load_feed(feed)), bootstrap, topics, report=report)
         try:
             wait_until_drained(admin, settings, timeout=timeout, alive=worker.alive)
         except PipelineStalled as exc:
