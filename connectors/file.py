@@ -131,9 +131,19 @@ class FileSource(Source):
         fmt = self.mapping.format
         if fmt == "csv":
             with path.open(newline="", encoding=self.mapping.encoding) as fh:
-                reader = csv.DictReader(fh)
+                reader = csv.reader(fh)
+                header = next(reader, None) or []
+                width = len(header)
                 for row in reader:
-                    yield RawRecord(f"{name}:{reader.line_num}", row)
+                    if not row:
+                        continue
+                    if len(row) != width:
+                        yield RawRecord(f"{name}:{reader.line_num}", None,
+                                        f"{len(row)} fields where the header has {width}",
+                                        ",".join(row))
+                        continue
+                    yield RawRecord(f"{name}:{reader.line_num}", dict(zip(header, row,
+                                                                          strict=True)))
         elif fmt == "jsonl":
             with path.open(encoding=self.mapping.encoding) as fh:
                 for number, line in enumerate(fh, start=1):
