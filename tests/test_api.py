@@ -4,6 +4,7 @@ subscriptions, SSE, authentication and roles, and schemathesis against its OpenA
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -173,6 +174,9 @@ def test_every_route_is_in_the_mutation_table(api) -> None:
     assert mutating == {(m, p) for m, p, _ in MUTATING}
 
 
+EXAMPLES = int(os.environ.get("CITYWATCH_SCHEMATHESIS_EXAMPLES", "15"))
+
+
 def test_schemathesis_finds_no_server_errors(api) -> None:
     import schemathesis
 
@@ -184,7 +188,7 @@ def test_schemathesis_finds_no_server_errors(api) -> None:
         if operation.path == "/stream":
             continue  # an endless stream; covered by test_stream_sends_changed_incidents
 
-        @settings(max_examples=15, deadline=None, database=None,
+        @settings(max_examples=EXAMPLES, deadline=None, database=None,
                   suppress_health_check=list(HealthCheck))
         @given(case=operation.as_strategy())
         def no_5xx(case) -> None:

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AwareDatetime
 
@@ -103,6 +103,16 @@ def create_api(settings: Settings, store: IncidentStore | None = None) -> FastAP
     reader, responder = allowed(READ), allowed(RESPOND)
     api = FastAPI(title="citywatch", version="0.1.0",
                   description="Incidents, alerts (with lineage), CAP 1.2, team feeds.")
+
+    @api.middleware("http")
+    async def refuse_nul(request: Request, call_next: Any) -> Response:
+        """PostgreSQL cannot store or compare text with NUL characters: refuse them in
+        the URL up front (bodies are checked by their models)."""
+        query = request.scope.get("query_string", b"").lower()
+        if "\x00" in request.scope.get("path", "") or b"%00" in query or b"\x00" in query:
+            return JSONResponse({"detail": "NUL characters are not allowed in the URL"},
+                                status_code=422)
+        return await call_next(request)
     IncidentId = Annotated[str, Path(max_length=36)]
 
     def filters(status: Annotated[list[str] | None, Query()] = None,
@@ -113,7 +123,7 @@ def create_api(settings: Settings, store: IncidentStore | None = None) -> FastAP
                     description="min_lon,min_lat,max_lon,max_lat")] = None,
                 since: AwareDatetime | None = None, until: AwareDatetime | None = None,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-                offset: Annotated[int, Query(ge=0)] = 0) -> IncidentFilter:
+                offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0) -> IncidentFilter:
         try:
             box = tuple(float(v) for v in bbox.split(",")) if bbox else None
             if box is not None and len(box) != 4:

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from citywatch.ops.store.subscriptions import TEAM_PATTERN
+from citywatch.ops.store.subscriptions import TEAM_PATTERN, CleanText
 
 
 class _FromRow(BaseModel):
@@ -105,14 +105,14 @@ class IncidentPage(BaseModel):
 class Assignment(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    assignee: str | None = Field(default=None, max_length=200)
+    assignee: CleanText | None = Field(default=None, max_length=200)
     team: str | None = Field(default=None, pattern=TEAM_PATTERN)
 
 
 class NoteIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(min_length=1, max_length=10_000)
+    text: CleanText = Field(min_length=1, max_length=10_000)
 
 
 class Problem(BaseModel):

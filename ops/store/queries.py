@@ -35,7 +35,7 @@ class IncidentFilter(BaseModel):
     until: datetime | None = Field(default=None, description="first seen at or before")
     updated_since: datetime | None = None
     limit: int = Field(default=50, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=2**31 - 1)
 
     @field_validator("bbox")
     @classmethod

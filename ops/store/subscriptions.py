@@ -16,9 +16,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field
 from sqlalchemy import delete, select, update
 
 from citywatch.ops.store.lifecycle import audit
@@ -30,12 +30,21 @@ from citywatch.streams.envelope import Domain
 TEAM_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("NUL characters are not allowed")
+    return value
+
+
+CleanText = Annotated[str, AfterValidator(_no_nul)]
+
+
 class SubscriptionFilter(BaseModel):
     """Which alerts a team wants; an empty list means "any"."""
 
     model_config = ConfigDict(extra="forbid")
 
-    zones: list[str] = Field(default=[], description="zone ids or names")
+    zones: list[CleanText] = Field(default=[], description="zone ids or names")
     domains: list[Domain] = []
     categories: list[Category] = []
     min_severity: Severity = "Unknown"
