@@ -16,9 +16,7 @@ Example:
 
 from __future__ import annotations
 
-import glob
 import json
-import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
 from functools import cache
@@ -27,13 +25,13 @@ from typing import Any
 
 import shapely
 from lxml import etree
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 from pyproj import CRS, Transformer
 from shapely.geometry import MultiPolygon, Point, Polygon
 from shapely.ops import transform
 
 from citywatch.connectors.base import CountingCheckpoint, Source, SourceItem
-from citywatch.connectors.config import resolve, validate_config
+from citywatch.connectors.config import PathOrUrl, expand, read_documents, validate_config
 from citywatch.streams.envelope import AttributeValue, EnvelopeError
 
 CAP_VERSIONS = {"urn:oasis:names:tc:emergency:cap:1.2": "cap12.xsd",
@@ -45,18 +43,8 @@ class CapError(ValueError):
     """A CAP message that cannot be used, with the reason."""
 
 
-class CapConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CapConfig(PathOrUrl):
     name: str = Field(default="cap", pattern=r"^[a-z0-9][a-z0-9_.-]*$")
-    path: str | None = None
-    url: str | None = None
-
-    @model_validator(mode="after")
-    def _one_source(self) -> CapConfig:
-        if (self.path is None) == (self.url is None):
-            raise ValueError("give exactly one of path or url")
-        return self
 
 
 @cache
@@ -171,29 +159,14 @@ class CapSource(CountingCheckpoint, Source):
     @classmethod
     def from_config(cls, config: dict[str, Any], base_dir: Path) -> CapSource:
         parsed = validate_config(CapConfig, config, source="")
-        if parsed.path is not None:
-            pattern = str(resolve(base_dir, parsed.path))
-            paths = ([Path(p) for p in sorted(glob.glob(pattern))] if glob.has_magic(pattern)
-                     else [Path(pattern)])
-            return cls(parsed.name, paths=paths)
-        return cls(parsed.name, url=parsed.url)
-
-    def documents(self) -> Iterator[tuple[str, bytes | None, str | None]]:
-        """``(locator, bytes, error)`` for each message."""
-        for path in self.paths:
-            try:
-                yield path.name, path.read_bytes(), None
-            except OSError as exc:
-                yield path.name, None, f"cannot read: {exc.strerror}"
-        if self.url:
-            with urllib.request.urlopen(self.url, timeout=30) as response:  # noqa: S310
-                yield self.url, response.read(), None
+        paths = expand(base_dir, parsed.path) if parsed.path is not None else []
+        return cls(parsed.name, paths=paths, url=parsed.url)
 
     def run(self) -> Iterator[SourceItem]:
         yield from self.counted(self._items())
 
     def _items(self) -> Iterator[SourceItem]:
-        for locator, document, error in self.documents():
+        for locator, document, error in read_documents(self.paths, self.url):
             if not self.running:
                 return
             if document is None:

@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import csv
-import glob
 import json
 import time
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from pydantic import Field
 from citywatch.connectors.base import Source, SourceItem
 from citywatch.connectors.config import (
     ConnectorConfigError,
+    expand,
     read_config,
     resolve,
     validate_config,
@@ -101,8 +101,7 @@ class FileSource(Source):
         chosen = path or mapping.path
         if chosen is None:
             raise FeedConfigError(f"feed '{mapping.name}' has no path")
-        self.paths = ([Path(p) for p in sorted(glob.glob(str(chosen)))]
-                      if glob.has_magic(str(chosen)) else [Path(chosen)])
+        self.paths = expand(Path("."), chosen)
         if not self.paths:
             raise FeedConfigError(f"feed '{mapping.name}': no file matches {chosen}")
         self.speed = speed if speed is not None else getattr(mapping, "speed", None)

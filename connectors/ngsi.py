@@ -22,9 +22,7 @@ Example:
 
 from __future__ import annotations
 
-import glob
 import json
-import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
 from functools import cache
@@ -34,11 +32,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from jsonschema import Draft202012Validator
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, field_validator
 from referencing import Registry, Resource
 
 from citywatch.connectors.base import CountingCheckpoint, Source, SourceItem
-from citywatch.connectors.config import resolve, validate_config
+from citywatch.connectors.config import PathOrUrl, expand, read_documents, validate_config
 from citywatch.connectors.mapping import TimeMap
 from citywatch.streams.envelope import AttributeValue, EnvelopeError, make_envelope
 
@@ -111,20 +109,14 @@ def to_key_values(entity: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class NgsiConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class NgsiConfig(PathOrUrl):
     name: str = Field(default="ngsi-ld", pattern=r"^[a-z0-9][a-z0-9_.-]*$")
-    path: str | None = None
-    url: str | None = None
     timezone: str = "UTC"
 
-    @model_validator(mode="after")
-    def _one_source(self) -> NgsiConfig:
-        if (self.path is None) == (self.url is None):
-            raise ValueError("give exactly one of path or url")
-        TimeMap(field="x", timezone=self.timezone)  # validates the zone name
-        return self
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return TimeMap(field="x", timezone=value).timezone
 
 
 def _observed(kv: dict[str, Any], zone: str) -> datetime:
@@ -180,23 +172,16 @@ class NgsiLdSource(CountingCheckpoint, Source):
     @classmethod
     def from_config(cls, config: dict[str, Any], base_dir: Path) -> NgsiLdSource:
         parsed = validate_config(NgsiConfig, config, source="")
-        if parsed.path is not None:
-            pattern = str(resolve(base_dir, parsed.path))
-            paths = ([Path(p) for p in sorted(glob.glob(pattern))] if glob.has_magic(pattern)
-                     else [Path(pattern)])
-            return cls(parsed.name, paths=paths, timezone=parsed.timezone)
-        return cls(parsed.name, url=parsed.url, timezone=parsed.timezone)
-
-    def _texts(self) -> Iterator[tuple[str, str]]:
-        for path in self.paths:
-            yield path.name, path.read_text(encoding="utf-8")
-        if self.url:
-            with urllib.request.urlopen(self.url, timeout=30) as response:  # noqa: S310
-                yield self.url, response.read().decode("utf-8")
+        paths = expand(base_dir, parsed.path) if parsed.path is not None else []
+        return cls(parsed.name, paths=paths, url=parsed.url, timezone=parsed.timezone)
 
     def entities(self) -> Iterator[tuple[str, Any, str | None]]:
         """``(locator, entity, parse error)`` for every entity of every input."""
-        for name, text in self._texts():
+        for name, content, error in read_documents(self.paths, self.url):
+            if content is None:
+                yield name, "", error
+                continue
+            text = content.decode("utf-8", "replace")
             try:
                 data = json.loads(text)
             except json.JSONDecodeError:
