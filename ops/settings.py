@@ -48,6 +48,9 @@ class Settings(BaseSettings):
         "embedded broker fast; raise it on busy production clusters.")
     commit_interval: float = Field(default=0.5, gt=0, description="Offset commit interval (s).")
     log_level: str = Field(default="warn", description="Worker log level.")
+    rules_poll_seconds: float = Field(default=2.0, gt=0,
+                                      description="How often workers look for a newly "
+                                                  "applied rule set.")
     cap_sender: str = Field(default="citywatch@city.example", pattern=r"^[^\s,<&]+$",
                             description="CAP <sender> of exported alerts.")
     api_host: str = Field(default="127.0.0.1", description="API bind address.")

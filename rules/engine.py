@@ -27,10 +27,21 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from citywatch.geo.sites import SiteLayer, distances_to_point
 from citywatch.geo.zones import ZoneIndex, ZoneLayer
 from citywatch.rules.alert import Alert, alert_id
 from citywatch.rules.frame import EventFrame
-from citywatch.rules.model import AllOf, AnyOf, Condition, InZone, Rule, RuleSet, Threshold
+from citywatch.rules.model import (
+    AllOf,
+    AnyOf,
+    Condition,
+    InZone,
+    Not,
+    Proximity,
+    Rule,
+    RuleSet,
+    Threshold,
+)
 from citywatch.streams.envelope import Envelope
 
 Mask = NDArray[np.bool_]
@@ -52,16 +63,28 @@ class RuleEngine:
     location simply does not match conditions that need it.
     """
 
-    def __init__(self, ruleset: RuleSet, zones: ZoneIndex) -> None:
+    def __init__(self, ruleset: RuleSet, zones: ZoneIndex,
+                 sites: dict[str, SiteLayer] | None = None) -> None:
         self.ruleset = ruleset
         self.zones = zones
+        self.sites = sites or {}
         self.rules = [r for r in ruleset.rules if r.enabled]
         self._versions = {r.id: r.version for r in self.rules}
         self._zone_sets = {
             id(c): np.array([n in set(c.zones) for n in zones.layers[c.layer].zone_names])
-            for r in self.rules for c in _walk(r.condition)
+            for r in self.rules for c in r.conditions()
             if isinstance(c, InZone) and c.zones is not None
         }
+        self._proximity = {r.id: next((c for c in r.conditions()
+                                       if isinstance(c, Proximity)), None)
+                           for r in self.rules}
+
+    @classmethod
+    def from_ruleset(cls, ruleset: RuleSet) -> RuleEngine:
+        """An engine with the rule set's zone and site layers loaded from their files."""
+        sites = {s.layer: SiteLayer.from_file(s.layer, s.path, name_field=s.name_field)
+                 for s in ruleset.sites}
+        return cls(ruleset, build_zone_index(ruleset), sites)
 
     def evaluate(self, events: Sequence[Envelope]) -> list[Alert]:
         if not events:
@@ -84,7 +107,15 @@ class RuleEngine:
         if isinstance(cond, Threshold):
             col = frame.column(cond.attribute)
             with np.errstate(invalid="ignore"):
+                if cond.range is not None:
+                    low, high = cond.range
+                    inside = (col >= low) & (col <= high)
+                    return inside if cond.op == "between" else ~inside & ~np.isnan(col)
                 return _OPS[cond.op](col, cond.value) & ~np.isnan(col)
+        if isinstance(cond, Proximity):
+            return self._near(cond, frame)[0]
+        if isinstance(cond, Not):
+            return ~self._condition(cond.condition, frame)
         if isinstance(cond, InZone):
             zone = frame.zones[cond.layer]
             inside = zone >= 0
@@ -103,6 +134,22 @@ class RuleEngine:
             return mask
         raise TypeError(f"unknown condition {cond!r}")
 
+    def _near(self, cond: Proximity, frame: EventFrame,
+              ) -> tuple[Mask, NDArray[np.int64], NDArray[np.float64]]:
+        """(within, nearest site index or -1, distance m) per event, once per frame."""
+        key = ("proximity", id(cond))
+        if key not in frame.derived:
+            if cond.point is not None:
+                dist = distances_to_point(frame.lon, frame.lat, cond.point)
+                index = np.where(dist <= cond.within_m, 0, -1)
+            else:
+                assert cond.sites is not None
+                index, dist = self.sites[cond.sites].nearest_within(frame.lon, frame.lat,
+                                                                    cond.within_m)
+            with np.errstate(invalid="ignore"):
+                frame.derived[key] = (dist <= cond.within_m, index, dist)
+        return frame.derived[key]
+
     def _alert(self, rule: Rule, frame: EventFrame, i: int, raised_at: datetime) -> Alert:
         event = frame.events[i]
         layer_name = rule.incident_layer
@@ -116,6 +163,12 @@ class RuleEngine:
         values = _TemplateValues(event.attributes)
         values.update(entity_id=event.entity_id, zone=zone_name or "-", kind=event.kind,
                       time=event.time.isoformat())
+        near = self._proximity[rule.id]
+        if near is not None:
+            _, index, dist = self._near(near, frame)
+            values["distance_km"] = round(float(dist[i]) / 1000, 1)
+            values["site"] = (self.sites[near.sites].site_names[index[i]]
+                              if near.sites and index[i] >= 0 else "the point")
         return Alert(
             id=alert_id(rule.id, version, event.entity_id, event.time),
             rule_id=rule.id, rule_version=version, domain=event.domain, kind=event.kind,
@@ -133,12 +186,6 @@ def _render(template: str, values: _TemplateValues) -> str:
         return template.format_map(values)
     except (ValueError, IndexError, AttributeError):  # e.g. '{x:.1f}' on a missing value
         return template
-
-
-def _walk(cond: Condition) -> list[Condition]:
-    if isinstance(cond, AllOf | AnyOf):
-        return [cond, *[c for sub in cond.conditions for c in _walk(sub)]]
-    return [cond]
 
 
 def build_zone_index(ruleset: RuleSet) -> ZoneIndex:

@@ -56,6 +56,7 @@ class EventFrame:
         self.lon, self.lat = coords[:, 0], coords[:, 1]
         self.zones: dict[str, NDArray[np.int64]] = zones.lookup(self.lon, self.lat)
         self._columns: dict[str, NDArray[np.float64]] = {}
+        self.derived: dict[Any, Any] = {}  # per-frame results other conditions share
 
     def column(self, attribute: str) -> NDArray[np.float64]:
         """Numeric values of ``attribute``; NaN where missing or not a number."""

@@ -74,7 +74,9 @@ def parse_ruleset(text: str, path: Path) -> RuleSet:
     base = path.parent
     zones = [z.model_copy(update={"path": (base / z.path)}) if not z.path.is_absolute() else z
              for z in ruleset.zones]
-    return ruleset.model_copy(update={"zones": zones})
+    sites = [s.model_copy(update={"path": (base / s.path)}) if not s.path.is_absolute() else s
+             for s in ruleset.sites]
+    return ruleset.model_copy(update={"zones": zones, "sites": sites})
 
 
 def load_ruleset(path: Path) -> RuleSet:

@@ -18,10 +18,11 @@ import faust
 import msgspec
 
 from citywatch.ops.settings import Settings
+from citywatch.ops.store.rulesets import RuleSetBook
 from citywatch.ops.store.store import IncidentStore
 from citywatch.ops.store.subscriptions import SubscriptionBook
 from citywatch.rules.alert import Alert, decode_alert, encode_alert
-from citywatch.rules.engine import RuleEngine, build_zone_index
+from citywatch.rules.engine import RuleEngine
 from citywatch.rules.loader import load_ruleset
 from citywatch.streams.batch import decode_batch
 from citywatch.streams.deadletter import DeadLetter, encode_deadletter
@@ -57,11 +58,13 @@ class Pipeline:
             raise ValueError("no Kafka: set CITYWATCH_KAFKA_BOOTSTRAP")
         self.settings = settings
         self.bootstrap = bootstrap or settings.kafka_bootstrap or ""
-        ruleset = load_ruleset(settings.rules_path)
-        self.engine = RuleEngine(ruleset, build_zone_index(ruleset))
         self.store = IncidentStore(settings.database_url,
                                    correlation_window=timedelta(hours=24))
         self.store.create_schema()
+        self.rulesets = RuleSetBook(self.store)
+        applied = self.rulesets.current()
+        ruleset = applied.parse() if applied else load_ruleset(settings.rules_path)
+        self.engine = RuleEngine.from_ruleset(ruleset)
         book = SubscriptionBook(self.store)
         self.subscriptions = SubscriptionCache(book)
         self.webhooks = WebhookDispatcher(book, timeout=settings.webhook_timeout_seconds,
@@ -78,6 +81,8 @@ class Pipeline:
         self.app.agent(self.events_topic, name="evaluate")(self.evaluate)
         self.app.agent(self.alerts_topic, name="store_alerts")(self.store_alerts)
         self._team_topics: dict[str, faust.TopicT] = {}
+        self.app.timer(interval=settings.rules_poll_seconds, name="reload_rules")(
+            self.reload_rules)
         self.app.on_before_shutdown.connect(self._close_webhooks)
 
     async def _close_webhooks(self, app: faust.App, **kwargs: object) -> None:
@@ -91,6 +96,21 @@ class Pipeline:
             await topic.maybe_declare()
             self._team_topics[team] = topic
         return topic
+
+    async def reload_rules(self) -> None:
+        """Swap in a newly applied rule set (validated when applied) without a restart."""
+        applied = await asyncio.to_thread(self.rulesets.current)
+        if applied is None or applied.version == self.engine.ruleset.version:
+            return
+        try:
+            engine = await asyncio.to_thread(lambda: RuleEngine.from_ruleset(applied.parse()))
+        except Exception:  # a rule set that cannot load here must not stop the worker
+            log.exception("rule set %s could not be loaded; keeping %s", applied.version,
+                          self.engine.ruleset.version)
+            return
+        log.warning("rules reloaded: %s -> %s (applied by %s)", self.engine.ruleset.version,
+                    applied.version, applied.applied_by)
+        self.engine = engine
 
     async def evaluate(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         """events (micro-batches) → rules → one alert per message on ``alerts``."""

@@ -14,7 +14,7 @@ from shapely.geometry import Point, shape
 
 from citywatch.connectors.file import FileSource, load_feed
 from citywatch.ops.settings import DEMO_DIR
-from citywatch.rules.engine import RuleEngine, build_zone_index
+from citywatch.rules.engine import RuleEngine
 from citywatch.rules.loader import RuleSetError, load_ruleset, parse_ruleset
 from citywatch.rules.model import RuleSet
 from citywatch.streams.envelope import DOMAINS, Envelope, make_envelope
@@ -23,7 +23,7 @@ from citywatch.streams.envelope import DOMAINS, Envelope, make_envelope
 @pytest.fixture(scope="module")
 def demo_engine() -> RuleEngine:
     ruleset = load_ruleset(DEMO_DIR / "rules.yaml")
-    return RuleEngine(ruleset, build_zone_index(ruleset))
+    return RuleEngine.from_ruleset(ruleset)
 
 
 def test_validate_reports_file_line_col(tmp_path: Path) -> None:

@@ -5,7 +5,8 @@ Example:
     >>> engine = create_engine("sqlite://")
     >>> Base.metadata.create_all(engine)
     >>> sorted(Base.metadata.tables)
-    ['alerts', 'api_tokens', 'audit_log', 'incident_notes', 'incidents', 'subscriptions']
+    ['alerts', 'api_tokens', 'audit_log', 'incident_notes', 'incidents', 'rule_sets', \
+'subscriptions']
 """
 
 from __future__ import annotations
@@ -159,3 +160,16 @@ class ApiTokenRow(Base):
     name: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RuleSetRow(Base):
+    """A rule set as applied: its YAML text, where its relative paths resolve, who, when."""
+
+    __tablename__ = "rule_sets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    version: Mapped[str] = mapped_column(String(32), index=True)
+    content: Mapped[str] = mapped_column(Text)
+    base_dir: Mapped[str] = mapped_column(String(2000))
+    applied_by: Mapped[str] = mapped_column(String(200))
+    applied_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,0 +1,144 @@
+"""Rule kinds on real data with counts computed independently (haversine, pandas), and
+rule files that are refused, never crashing anything."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from citywatch.connectors.file import FileSource, load_feed
+from citywatch.geo.zones import ZoneIndex
+from citywatch.ops.settings import DEMO_DIR
+from citywatch.rules.engine import RuleEngine
+from citywatch.rules.loader import RuleSetError, parse_ruleset
+from citywatch.rules.model import RuleSet
+from citywatch.streams.envelope import Envelope, make_envelope
+
+SF = (-122.4194, 37.7749)
+
+
+def haversine_km(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * 6371.0088 * math.asin(math.sqrt(a))
+
+
+def engine_for(rules: list[dict], **extra: object) -> RuleEngine:
+    return RuleEngine.from_ruleset(RuleSet.model_validate({"rules": rules, **extra}))
+
+
+ALERT = {"severity": "Minor", "category": "Geo", "message": "M{mag} {distance_km} km"}
+
+
+def test_usgs_quakes_near_san_francisco_match_haversine(shared_data: Path) -> None:
+    engine = engine_for([{
+        "id": "quake-near-sf", "domain": "disaster",
+        "condition": {"type": "all", "conditions": [
+            {"type": "threshold", "attribute": "mag", "op": ">=", "value": 2.5},
+            {"type": "proximity", "point": list(SF), "within_m": 100_000}]},
+        "alert": ALERT}])
+    feed = load_feed(DEMO_DIR / "feeds/usgs_earthquakes.yaml")
+    events = [e for e in FileSource(feed, path=shared_data / "disasters/usgs_all_week.geojson")
+              .run() if isinstance(e, Envelope)]
+    got = {a.entity_id for a in engine.evaluate(events)}
+
+    collection = json.loads((shared_data / "disasters/usgs_all_week.geojson").read_text())
+    expected, ambiguous = set(), set()
+    for feature in collection["features"]:
+        lon, lat = feature["geometry"]["coordinates"][:2]
+        km = haversine_km(lon, lat, *SF)
+        mag = feature["properties"]["mag"]
+        if mag is None or mag < 2.5:
+            continue
+        if 99.5 <= km <= 100.5:  # the sphere and the ellipsoid may disagree here
+            ambiguous.add(feature["id"])
+        elif km < 100:
+            expected.add(feature["id"])
+    assert got - ambiguous == expected
+    assert expected  # the week has such quakes
+    within_100 = sum(haversine_km(*f["geometry"]["coordinates"][:2], *SF) < 100
+                     for f in collection["features"])
+    assert within_100 == 31  # SOURCES.md: 31 events lie within 100 km of San Francisco
+
+
+def _event(value: object, lon: float = -73.9, lat: float = 40.8, i: int = 0) -> Envelope:
+    return make_envelope(source="t", source_record_id=str(i), domain="environment",
+                         kind="air_quality.observed", time=datetime(2022, 1, 1, tzinfo=UTC),
+                         entity_id=f"s{i}", geometry={"type": "Point", "coordinates": [lon, lat]},
+                         attributes={"pm25": value})
+
+
+@pytest.mark.parametrize(("op", "expected"), [("between", [10, 15, 20]),
+                                               ("outside", [5, 25])])
+def test_between_and_outside(op: str, expected: list[int]) -> None:
+    engine = engine_for([{"id": "r", "domain": "environment",
+                          "condition": {"type": "threshold", "attribute": "pm25", "op": op,
+                                        "range": [10, 20]},
+                          "alert": ALERT}])
+    events = [_event(v, i=i) for i, v in enumerate([5, 10, 15, 20, 25, "n/a"])]
+    assert [a.attributes["pm25"] for a in engine.evaluate(events)] == expected
+
+
+def test_not_and_site_layer_proximity(tmp_path: Path) -> None:
+    sites = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"name": "PS 1"},
+         "geometry": {"type": "Point", "coordinates": [-73.90, 40.80]}},
+        {"type": "Feature", "properties": {"name": "PS 2"},
+         "geometry": {"type": "Point", "coordinates": [-73.80, 40.70]}}]}
+    (tmp_path / "schools.geojson").write_text(json.dumps(sites))
+    rules = {"sites": [{"layer": "schools", "path": "schools.geojson"}], "rules": [
+        {"id": "near-school", "domain": "environment",
+         "condition": {"type": "proximity", "sites": "schools", "within_m": 2000},
+         "alert": {"severity": "Minor", "category": "Health",
+                   "message": "{distance_km} km from {site}"}},
+        {"id": "far-from-schools", "domain": "environment",
+         "condition": {"type": "not", "condition": {"type": "proximity", "sites": "schools",
+                                                    "within_m": 2000}},
+         "alert": {"severity": "Minor", "category": "Health", "message": "far"}}]}
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump(rules))
+    engine = RuleEngine.from_ruleset(parse_ruleset(path.read_text(), path))
+    alerts = engine.evaluate([_event(30, -73.905, 40.80, 0), _event(30, -73.81, 40.70, 1),
+                              _event(30, -74.5, 41.0, 2)])
+    near = {a.entity_id: a.message for a in alerts if a.rule_id == "near-school"}
+    assert near == {"s0": "0.4 km from PS 1", "s1": "0.8 km from PS 2"}
+    assert [a.entity_id for a in alerts if a.rule_id == "far-from-schools"] == ["s2"]
+
+
+yaml_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.sampled_from(["rules", "id", "domain", "condition", "type", "op",
+                                       "value", "range", "alert", "zones", "sites",
+                                       "attribute", "conditions", "within_m", "point"]),
+                      children, max_size=5),
+    max_leaves=20)
+
+
+@settings(max_examples=150)
+@given(yaml_values)
+def test_invalid_rule_files_are_refused_with_errors(data: object) -> None:
+    text = yaml.safe_dump(data)
+    try:
+        ruleset = parse_ruleset(text, Path("fuzz.yaml"))
+    except RuleSetError as exc:
+        assert exc.errors and all(e.startswith("fuzz.yaml:") for e in exc.errors)
+    else:
+        RuleEngine(ruleset, ZoneIndex([]))  # a valid one builds an engine
+
+
+@settings(max_examples=100)
+@given(st.text(max_size=200))
+def test_any_text_is_refused_or_accepted_never_crashes(text: str) -> None:
+    try:
+        parse_ruleset(text, Path("fuzz.yaml"))
+    except RuleSetError as exc:
+        assert exc.errors
