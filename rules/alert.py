@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from citywatch.streams.envelope import AttributeValue
+from citywatch.streams.envelope import AttributeValue, uuid5_text
 
 _ALERT_NAMESPACE = uuid.UUID("0b7e3b8e-93c1-4a0b-8d7f-5f0d64a3c2a9")
 
@@ -27,7 +27,7 @@ def alert_id(rule_id: str, rule_version: str, entity_id: str, event_time: dateti
     so replays and redeliveries upsert instead of duplicating."""
     key = "\x1f".join([rule_id, rule_version, entity_id,
                        event_time.astimezone(UTC).isoformat(), window])
-    return str(uuid.uuid5(_ALERT_NAMESPACE, key))
+    return uuid5_text(_ALERT_NAMESPACE, key)
 
 
 class Alert(msgspec.Struct, frozen=True, kw_only=True):

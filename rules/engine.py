@@ -22,6 +22,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from string import Formatter
 from typing import Any
 
 import numpy as np
@@ -78,6 +79,8 @@ class RuleEngine:
         self._proximity = {r.id: next((c for c in r.conditions()
                                        if isinstance(c, Proximity)), None)
                            for r in self.rules}
+        self._fields = {r.id: {f for _, f, _, _ in Formatter().parse(r.alert.message) if f}
+                        for r in self.rules}
 
     @classmethod
     def from_ruleset(cls, ruleset: RuleSet) -> RuleEngine:
@@ -137,10 +140,14 @@ class RuleEngine:
     def _near(self, cond: Proximity, frame: EventFrame,
               ) -> tuple[Mask, NDArray[np.int64], NDArray[np.float64]]:
         """(within, nearest site index or -1, distance m) per event, once per frame."""
-        key = ("proximity", id(cond))
+        key = ("proximity", cond.point, cond.sites, cond.within_m)
         if key not in frame.derived:
             if cond.point is not None:
-                dist = distances_to_point(frame.lon, frame.lat, cond.point)
+                point_key = ("distance", cond.point)
+                if point_key not in frame.derived:  # shared by every rule near this point
+                    frame.derived[point_key] = distances_to_point(frame.lon, frame.lat,
+                                                                  cond.point)
+                dist = frame.derived[point_key]
                 index = np.where(dist <= cond.within_m, 0, -1)
             else:
                 assert cond.sites is not None
@@ -161,10 +168,12 @@ class RuleEngine:
                 zone_id, zone_name = layer.zone_ids[z], layer.zone_names[z]
         version = self._versions[rule.id]
         values = _TemplateValues(event.attributes)
-        values.update(entity_id=event.entity_id, zone=zone_name or "-", kind=event.kind,
-                      time=event.time.isoformat())
+        values.update(entity_id=event.entity_id, zone=zone_name or "-", kind=event.kind)
+        fields = self._fields[rule.id]
+        if "time" in fields:
+            values["time"] = event.time.isoformat()
         near = self._proximity[rule.id]
-        if near is not None:
+        if near is not None and fields & {"site", "distance_km"}:
             _, index, dist = self._near(near, frame)
             values["distance_km"] = round(float(dist[i]) / 1000, 1)
             values["site"] = (self.sites[near.sites].site_names[index[i]]

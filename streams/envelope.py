@@ -126,16 +126,18 @@ def check_geometry(geometry: dict[str, Any]) -> None:
         raise EnvelopeError("missing", field="geometry.coordinates")
 
 
-def envelope_id(source: str, source_record_id: str) -> str:
-    """Deterministic envelope id for a source record: replays yield the same id
-    (RFC 4122 version-5 UUID, the same value as ``uuid.uuid5``, computed without
-    building UUID objects: this runs once per record)."""
-    digest = bytearray(hashlib.sha1(_ID_NAMESPACE.bytes + f"{source}\x1f{source_record_id}"
-                                    .encode()).digest()[:16])
+def uuid5_text(namespace: uuid.UUID, name: str) -> str:
+    """``str(uuid.uuid5(namespace, name))`` without building UUID objects (hot path)."""
+    digest = bytearray(hashlib.sha1(namespace.bytes + name.encode()).digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50
     digest[8] = (digest[8] & 0x3F) | 0x80
     h = digest.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def envelope_id(source: str, source_record_id: str) -> str:
+    """Deterministic envelope id for a source record: replays yield the same id."""
+    return uuid5_text(_ID_NAMESPACE, f"{source}\x1f{source_record_id}")
 
 
 def make_envelope(

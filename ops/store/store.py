@@ -36,6 +36,7 @@ from citywatch.ops.store.migrate import migrate
 from citywatch.ops.store.schema import AlertRow, AuditRow, IncidentRow
 from citywatch.rules.alert import Alert
 from citywatch.rules.model import SEVERITY_RANK
+from citywatch.streams.envelope import uuid5_text
 
 _INCIDENT_NAMESPACE = uuid.UUID("a3d0c4a2-6c39-4f1e-b1f4-2f6c0f7f9d51")
 
@@ -76,7 +77,7 @@ def incident_id(alert: Alert, window: timedelta) -> str:
     seconds = int(window.total_seconds())
     bucket = int(alert.event_time.timestamp()) // seconds * seconds
     key = f"{alert.rule_id}\x1f{incident_scope(alert)}\x1f{bucket}"
-    return str(uuid.uuid5(_INCIDENT_NAMESPACE, key))
+    return uuid5_text(_INCIDENT_NAMESPACE, key)
 
 
 class IncidentStore:
