@@ -106,22 +106,27 @@ def validate_envelope(envelope: Envelope) -> Envelope:
     return envelope
 
 
+_GEOJSON_TYPES = frozenset({"Point", "LineString", "Polygon", "MultiPoint",
+                            "MultiLineString", "MultiPolygon"})
+
+
 def check_geometry(geometry: dict[str, Any]) -> None:
+    """A GeoJSON geometry: known type; a Point has finite lon/lat in range."""
     kind = geometry.get("type")
     coords = geometry.get("coordinates")
-    if kind not in {"Point", "LineString", "Polygon", "MultiPoint", "MultiLineString",
-                    "MultiPolygon"}:
-        raise EnvelopeError(f"unsupported GeoJSON type {kind!r}", field="geometry.type")
     if kind == "Point":
-        if not isinstance(coords, list | tuple) or len(coords) < 2:
-            raise EnvelopeError("a Point needs [lon, lat]", field="geometry.coordinates")
-        lon, lat = coords[0], coords[1]
-        if not all(isinstance(v, int | float) and math.isfinite(v) for v in (lon, lat)):
-            raise EnvelopeError("coordinates must be finite numbers",
+        try:
+            lon, lat = coords[0], coords[1]  # type: ignore[index]
+        except (TypeError, IndexError, KeyError):
+            raise EnvelopeError("a Point needs [lon, lat]",
+                                field="geometry.coordinates") from None
+        # exact types keep out bools and numeric strings; NaN fails every comparison
+        if (type(lon) not in (int, float) or type(lat) not in (int, float)
+                or not (-180 <= lon <= 180 and -90 <= lat <= 90)):
+            raise EnvelopeError(f"({lon!r}, {lat!r}) is not a finite lon/lat in range",
                                 field="geometry.coordinates")
-        if not (-180 <= lon <= 180 and -90 <= lat <= 90):
-            raise EnvelopeError(f"({lon}, {lat}) is outside lon/lat range",
-                                field="geometry.coordinates")
+    elif kind not in _GEOJSON_TYPES:
+        raise EnvelopeError(f"unsupported GeoJSON type {kind!r}", field="geometry.type")
     elif coords is None:
         raise EnvelopeError("missing", field="geometry.coordinates")
 

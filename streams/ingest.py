@@ -16,12 +16,14 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import zlib
 from collections import defaultdict
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord
+from aiokafka.structs import ConsumerRecord, TopicPartition
 from mode import Service
 
 from citywatch.ops.settings import Settings
@@ -94,17 +96,34 @@ class RawIngest(Service):
         # joins its own group) in parallel instead of waiting for this join
         await self.consumer.start()
         size = self.settings.batch_max_events
+        committing: asyncio.Task[None] | None = None
         while not self.should_stop:
             fetched = await self.consumer.getmany(
                 timeout_ms=max(1, self.settings.batch_max_wait_ms) * 5, max_records=size * 8)
             records = [r for batch in fetched.values() for r in batch]
             if not records:
                 continue
-            await self.forward(records)
-            await self.consumer.commit()
+            acks = await self.forward(records)
+            offsets = {tp: batch[-1].offset + 1 for tp, batch in fetched.items() if batch}
+            # the next fetch overlaps with waiting for these acks; commits stay in order
+            committing = asyncio.ensure_future(self._commit_after(committing, acks, offsets))
+        if committing is not None:
+            await committing
 
-    async def forward(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        """Send valid envelopes as frames, bad records to dead-letter; wait for acks."""
+    async def _commit_after(self, previous: asyncio.Task[None] | None,
+                            acks: list[asyncio.Future[Any]],
+                            offsets: dict[TopicPartition, int]) -> None:
+        """Commit ``offsets`` once their frames are acknowledged (and earlier commits)."""
+        assert self.consumer is not None
+        if previous is not None:
+            await previous
+        await asyncio.gather(*acks)
+        await self.consumer.commit(offsets)
+
+    async def forward(self, records: list[ConsumerRecord[bytes, bytes]],
+                      ) -> list[asyncio.Future[Any]]:
+        """Send valid envelopes as frames and bad records to dead-letter; returns the
+        acknowledgement futures."""
         assert self.producer is not None
         good, bad = split_records(records)
         parts = sorted(await self.producer.partitions_for(self.topics.events))
@@ -123,7 +142,6 @@ class RawIngest(Service):
                         f"field '{letter.field}': " if letter.field else "", letter.error)
             futures.append(await self.producer.send(
                 self.topics.deadletter, encode_deadletter(letter), key=letter.source.encode()))
-        for future in futures:
-            await future
         self.processed += len(good)
         self.rejected += len(bad)
+        return futures
