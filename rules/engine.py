@@ -37,6 +37,7 @@ from citywatch.rules.model import (
     AnyOf,
     Condition,
     InZone,
+    Match,
     Not,
     Proximity,
     Rule,
@@ -115,6 +116,10 @@ class RuleEngine:
                     inside = (col >= low) & (col <= high)
                     return inside if cond.op == "between" else ~inside & ~np.isnan(col)
                 return _OPS[cond.op](col, cond.value) & ~np.isnan(col)
+        if isinstance(cond, Match):
+            wanted = set(cond.values)
+            return np.fromiter((v in wanted for v in frame.text_column(cond.attribute)),
+                               dtype=bool, count=frame.size)
         if isinstance(cond, Proximity):
             return self._near(cond, frame)[0]
         if isinstance(cond, Not):

@@ -58,6 +58,15 @@ class EventFrame:
         self._columns: dict[str, NDArray[np.float64]] = {}
         self.derived: dict[Any, Any] = {}  # per-frame results other conditions share
 
+    def text_column(self, attribute: str) -> NDArray[np.object_]:
+        """Values of ``attribute`` as objects (``None`` where missing)."""
+        key = ("text", attribute)
+        col = self.derived.get(key)
+        if col is None:
+            col = np.array([e.attributes.get(attribute) for e in self.events], dtype=object)
+            self.derived[key] = col
+        return col
+
     def column(self, attribute: str) -> NDArray[np.float64]:
         """Numeric values of ``attribute``; NaN where missing or not a number."""
         col = self._columns.get(attribute)

@@ -57,6 +57,14 @@ class Threshold(_Strict):
         return self
 
 
+class Match(_Strict):
+    """A text attribute equals one of ``values`` (exact, case-sensitive)."""
+
+    type: Literal["match"]
+    attribute: str = Field(min_length=1)
+    values: list[str] = Field(min_length=1)
+
+
 class InZone(_Strict):
     """The event lies in a zone of ``layer`` (any zone, or one of ``zones`` by name);
     ``outside: true`` inverts it."""
@@ -107,7 +115,7 @@ class AnyOf(_Strict):
     conditions: list[Condition] = Field(min_length=1)
 
 
-Condition = Annotated[Threshold | InZone | Proximity | Not | AllOf | AnyOf,
+Condition = Annotated[Threshold | Match | InZone | Proximity | Not | AllOf | AnyOf,
                       Field(discriminator="type")]
 Not.model_rebuild()
 AllOf.model_rebuild()

@@ -142,3 +142,49 @@ def test_any_text_is_refused_or_accepted_never_crashes(text: str) -> None:
         parse_ruleset(text, Path("fuzz.yaml"))
     except RuleSetError as exc:
         assert exc.errors
+
+
+def test_sf_high_risk_violations_by_neighbourhood(shared_data: Path, tmp_path: Path) -> None:
+    import pandas as pd
+    from shapely.geometry import Point, shape
+
+    feed = {"name": "sf-violations", "domain": "food_safety", "kind": "food_violation.found",
+            "path": str(shared_data / "food_safety/sf_violations_plus.csv"),
+            "join": {"path": str(shared_data / "food_safety/sf_businesses.csv"),
+                     "key": "business_id", "encoding": "latin-1"},
+            "record_id": ["business_id", "date", "ViolationTypeID"],
+            "entity_id": "business_id",
+            "time": {"field": "date", "format": "%Y%m%d", "timezone": "America/Los_Angeles"},
+            "geometry": {"lon": "longitude", "lat": "latitude", "optional": True},
+            "attributes": {"risk_category": {"field": "risk_category", "type": "str"}}}
+    (tmp_path / "violations.yaml").write_text(yaml.safe_dump(feed))
+    rules = {"zones": [{"layer": "sf", "path": str(shared_data /
+                                                  "boundaries/san-francisco.geojson")}],
+             "rules": [{"id": "high-risk", "domain": "food_safety",
+                        "condition": {"type": "all", "conditions": [
+                            {"type": "match", "attribute": "risk_category",
+                             "values": ["High Risk"]},
+                            {"type": "in_zone", "layer": "sf"}]},
+                        "alert": {"severity": "Moderate", "category": "Health",
+                                  "message": "High Risk violation in {zone}"}}]}
+    engine = RuleEngine.from_ruleset(RuleSet.model_validate(rules))
+    events = [e for e in FileSource(load_feed(tmp_path / "violations.yaml")).run()
+              if isinstance(e, Envelope)]
+    alerts = {a.id: a for a in engine.evaluate(events)}.values()  # one per business-day
+    got = pd.Series([a.zone_name for a in alerts]).value_counts().to_dict()
+
+    violations = pd.read_csv(shared_data / "food_safety/sf_violations_plus.csv", dtype=str)
+    businesses = pd.read_csv(shared_data / "food_safety/sf_businesses.csv", dtype=str,
+                             encoding="latin-1")
+    high = violations[violations["risk_category"] == "High Risk"].merge(
+        businesses, on="business_id", how="left").dropna(subset=["latitude", "longitude"])
+    high = high.drop_duplicates(["business_id", "date"])
+    hoods = json.loads((shared_data / "boundaries/san-francisco.geojson").read_text())
+    polys = [(f["properties"]["name"], shape(f["geometry"]).buffer(0))
+             for f in hoods["features"]]
+    names = [next((n for n, p in polys if p.intersects(Point(float(r.longitude),
+                                                             float(r.latitude)))), None)
+             for r in high.itertuples()]
+    expected = pd.Series([n for n in names if n]).value_counts().to_dict()
+    assert got == expected
+    assert sum(expected.values()) > 1000
