@@ -1,1 +1,2 @@
-"""Forecasting: Prophet and seasonal-naive models for early-warning rules (in progress)."""
+"""Forecasting: series from history files, Prophet and seasonal-naive models, rolling-origin
+backtests and model selection (`citywatch forecasts evaluate`)."""

@@ -32,6 +32,9 @@ app.add_typer(connectors_app, name="connectors")
 deadletter_app = typer.Typer(help="Dead letters: rejected records with their reasons.",
                              no_args_is_help=True)
 app.add_typer(deadletter_app, name="deadletter")
+forecasts_app = typer.Typer(help="Forecasts: backtest Prophet against seasonal naive.",
+                            no_args_is_help=True)
+app.add_typer(forecasts_app, name="forecasts")
 
 
 def _settings():  # noqa: ANN202 - imported lazily to keep `citywatch --help` fast
@@ -407,6 +410,58 @@ def rules_apply(
         raise typer.Exit(1) from None
     typer.echo(f"applied rule set {new} (was {old}); workers switch within "
                f"{settings.rules_poll_seconds:g} s")
+
+
+@forecasts_app.command("evaluate")
+def forecasts_evaluate(
+    csv: Annotated[Path, typer.Option(help="History file (CSV).")],
+    time_columns: Annotated[str, typer.Option("--time", help="Time column, or several "
+                                              "joined by commas (year,month,day,hour).")],
+    value: Annotated[str, typer.Option(help="Value column.")],
+    freq: Annotated[str, typer.Option(help="Grid frequency (pandas alias).")] = "h",
+    horizon: Annotated[int, typer.Option(help="Points ahead.")] = 24,
+    folds: Annotated[int, typer.Option(help="Rolling origins.")] = 18,
+    step: Annotated[int, typer.Option(help="Points between origins.")] = 168,
+    train_window: Annotated[int, typer.Option(help="Training points per fold.")] = 1344,
+    season: Annotated[int, typer.Option(help="Seasonal-naive lag in points.")] = 168,
+    holiday_column: Annotated[str | None, typer.Option(
+        help="Column naming holidays (used as Prophet holidays).")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Rolling-origin backtest: Prophet vs seasonal naive, and the model it selects."""
+    from citywatch.forecasts.backtest import backtest
+    from citywatch.forecasts.models import holidays_from_column
+    from citywatch.forecasts.series import SeriesError, load_series
+
+    columns = [c.strip() for c in time_columns.split(",") if c.strip()]
+    try:
+        series, report = load_series(str(csv), columns, value, freq=freq)
+    except (SeriesError, OSError) as exc:
+        typer.echo(f"{csv}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    holidays = (holidays_from_column(str(csv), columns[0], holiday_column)
+                if holiday_column else None)
+    result = backtest(series, horizon=horizon, folds=folds, step=step,
+                      train_window=train_window, season=season, holidays=holidays)
+    result = {"series": {"file": str(csv), "value": value, **report.as_dict()},
+              "horizon": horizon, **result}
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    console = Console()
+    table = Table(title=f"{csv.name}: {value}, {horizon}-step backtest, "
+                        f"{result['prophet']['folds']} folds")
+    for column in ("model", "MAE", "MAPE %", "80% coverage"):
+        table.add_column(column)
+    for name in ("prophet", "seasonal_naive"):
+        block = result[name]
+        table.add_row(name, str(block["mae"]), str(block["mape"]),
+                      str(block.get("coverage", "-")))
+    console.print(table)
+    if "selected" in result:
+        chosen = result["selected"]
+        console.print(f"selected: {chosen['model']} ({chosen['reason']}); later folds MAE "
+                      f"{chosen['mae']}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,93 @@
+"""Forecast backtests: metrics proven on synthetic series with known answers, then the
+real I-94 and Beijing PRSA files through `citywatch forecasts evaluate`."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from citywatch.forecasts.backtest import backtest
+from citywatch.forecasts.series import load_series
+
+HOURS = pd.date_range("2024-01-01", periods=24 * 7 * 12, freq="h")
+
+
+def test_pure_weekly_pattern_gives_seasonal_naive_mae_zero() -> None:
+    weekly = pd.Series(np.tile(np.sin(np.arange(168) / 7) * 100 + 500, 12), index=HOURS)
+    result = backtest(weekly, horizon=24, folds=3, models=("seasonal_naive",))
+    assert result["seasonal_naive"]["mae"] == 0.0
+    assert result["seasonal_naive"]["mape"] == 0.0
+    assert result["seasonal_naive"]["folds"] == 3
+
+
+def test_linear_trend_naive_error_is_slope_times_season_and_prophet_learns_it() -> None:
+    trend = pd.Series(2.0 * np.arange(len(HOURS)) + 100, index=HOURS)
+    result = backtest(trend, horizon=24, folds=2)
+    assert result["seasonal_naive"]["mae"] == pytest.approx(2.0 * 168)
+    assert result["prophet"]["mae"] < 5  # a straight line is what Prophet's trend is
+    assert result["selected"]["model"] == "prophet"
+
+
+def test_na_and_duplicated_timestamps_are_explicit() -> None:
+    csv = io.StringIO("t,v\n"
+                      "2024-01-01 00:00,10\n2024-01-01 00:00,20\n"   # duplicate → mean 15
+                      "2024-01-01 01:00,NA\n"                       # NA stays missing
+                      "2024-01-01 04:00,40\n")                      # 02:00, 03:00 are a gap
+    series, report = load_series(csv, ["t"], "v")
+    assert series.iloc[0] == 15.0
+    assert report.duplicates == 1 and report.duplicated_timestamps == 1
+    assert report.missing == 3 and report.gaps == 1 and report.largest_gap_hours == 3.0
+    assert np.isnan(series.iloc[1:4]).all() and series.iloc[4] == 40.0
+
+
+def test_backtest_ignores_missing_points_when_scoring() -> None:
+    weekly = pd.Series(np.tile(np.arange(168.0), 12), index=HOURS)
+    weekly.iloc[-10:] = np.nan
+    result = backtest(weekly, horizon=24, folds=2, models=("seasonal_naive",))
+    assert result["seasonal_naive"]["mae"] == 0.0
+    assert result["seasonal_naive"]["points"] == 24 + 14
+
+
+def _evaluate(*args: str) -> dict:
+    result = subprocess.run([sys.executable, "-m", "citywatch.ops.cli", "forecasts",
+                             "evaluate", *args, "--json"], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_i94_selected_model_is_no_worse_than_naive_on_later_folds(shared_data: Path) -> None:
+    result = _evaluate("--csv", str(shared_data / "traffic/Metro_Interstate_Traffic_Volume.csv"),
+                       "--time", "date_time", "--value", "traffic_volume",
+                       "--holiday-column", "holiday")
+    assert result["series"]["duplicated_timestamps"] == 5445  # SOURCES.md
+    assert result["series"]["largest_gap_hours"] == 307.75 * 24
+    assert result["prophet"]["folds"] == result["seasonal_naive"]["folds"] == 18
+    chosen = result["selected"]
+    assert chosen["mae"] <= 1.10 * chosen["later_folds_mae"]["seasonal_naive"]
+    assert 0 < result["prophet"]["coverage"] <= 1
+
+
+def test_prsa_combines_time_columns(shared_data: Path) -> None:
+    result = _evaluate("--csv", str(shared_data / "air_quality/"
+                                    "PRSA_Data_Aotizhongxin_20130301-20170228.csv"),
+                       "--time", "year,month,day,hour", "--value", "PM2.5", "--folds", "6")
+    assert result["series"]["rows"] == 35064 and result["series"]["missing"] > 0
+    assert result["prophet"]["mae"] > 0 and result["seasonal_naive"]["mae"] > 0
+    assert result["selected"]["model"] in {"prophet", "seasonal_naive"}
+
+
+def test_unknown_column_is_refused(shared_data: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "citywatch.ops.cli", "forecasts",
+                             "evaluate", "--csv",
+                             str(shared_data / "traffic/Metro_Interstate_Traffic_Volume.csv"),
+                             "--time", "when", "--value", "traffic_volume"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "no column 'when'" in result.stderr
