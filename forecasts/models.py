@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -37,6 +38,25 @@ class SeasonalNaive:
             tail = (1 - self.interval) / 2
             self.spread = (float(errors.quantile(tail)), float(errors.quantile(1 - tail)))
         return self
+
+    def to_json(self) -> str:
+        """The state needed to predict again: the last two seasons and the spread."""
+        assert self.history is not None
+        tail = self.history.iloc[-2 * self.season:]
+        return json.dumps({"season": self.season, "interval": self.interval,
+                           "spread": list(self.spread), "freq": tail.index.freqstr,
+                           "index": [t.isoformat() for t in tail.index],
+                           "values": [None if np.isnan(v) else float(v) for v in tail]})
+
+    @classmethod
+    def from_json(cls, text: str) -> SeasonalNaive:
+        data = json.loads(text)
+        model = cls(season=data["season"], interval=data["interval"])
+        index = pd.DatetimeIndex(pd.to_datetime(data["index"]), freq=data["freq"])
+        model.history = pd.Series([np.nan if v is None else v for v in data["values"]],
+                                  index=index, dtype=float)
+        model.spread = (data["spread"][0], data["spread"][1])
+        return model
 
     def predict(self, horizon: int) -> pd.DataFrame:
         assert self.history is not None
@@ -79,8 +99,27 @@ class ProphetModel:
                               condition_name="weekend")
         self.model = model.fit(frame)
         self._last = history.index[-1]
-        self._step = history.index.freq or pd.Timedelta(hours=1)
+        self._step = pd.Timedelta(history.index.freq or pd.Timedelta(hours=1))
         return self
+
+    def to_json(self) -> str:
+        """Prophet's own JSON serialisation, plus where the history ended."""
+        from prophet.serialize import model_to_json
+
+        assert self.model is not None
+        return json.dumps({"prophet": model_to_json(self.model),
+                           "last": self._last.isoformat(), "step": str(self._step)})
+
+    @classmethod
+    def from_json(cls, text: str) -> ProphetModel:
+        from prophet.serialize import model_from_json
+
+        data = json.loads(text)
+        model = cls()
+        model.model = model_from_json(data["prophet"])
+        model._last = pd.Timestamp(data["last"])
+        model._step = pd.Timedelta(data["step"])
+        return model
 
     def predict(self, horizon: int) -> pd.DataFrame:
         assert self.model is not None
@@ -88,7 +127,14 @@ class ProphetModel:
         future = pd.DataFrame({"ds": index})
         future["weekend"] = future["ds"].dt.day_of_week >= 5
         future["weekday"] = ~future["weekend"]
-        out = self.model.predict(future)
+        # Prophet samples its intervals with NumPy's global RNG: seed it for this call so
+        # the same model always gives the same grid (then restore the caller's state)
+        state = np.random.get_state()
+        np.random.seed(0)
+        try:
+            out = self.model.predict(future)
+        finally:
+            np.random.set_state(state)
         return pd.DataFrame({"yhat": out["yhat"].to_numpy(),
                              "yhat_lower": out["yhat_lower"].to_numpy(),
                              "yhat_upper": out["yhat_upper"].to_numpy()}, index=index)

@@ -464,5 +464,60 @@ def forecasts_evaluate(
                       f"{chosen['mae']}")
 
 
+@forecasts_app.command("train")
+def forecasts_train(
+    config: Annotated[Path, typer.Argument(help="YAML: a list under 'series' of "
+                                           "{key, csv, time, value, ...}.")],
+    workers: Annotated[int, typer.Option(help="Training processes.")] = 2,
+) -> None:
+    """Train every series (backtest, choose, fit) in parallel and store them in the registry."""
+    import yaml
+    from pydantic import ValidationError
+    from rich.progress import Progress
+
+    from citywatch.forecasts.registry import ModelRegistry
+    from citywatch.forecasts.training import SeriesSpec, train_many
+    from citywatch.ops.store.store import IncidentStore
+
+    try:
+        raw = yaml.safe_load(config.read_text())
+        specs = [SeriesSpec.model_validate({**item, "csv": str(config.parent / item["csv"])})
+                 for item in raw["series"]]
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValidationError) as exc:
+        typer.echo(f"configuration error: {config}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    store = IncidentStore(_settings().database_url)
+    store.create_schema()
+    registry = ModelRegistry(store)
+    with Progress() as progress:
+        task = progress.add_task("training", total=len(specs))
+
+        def done(model) -> None:  # noqa: ANN001 - TrainedModel
+            registry.save(model)
+            progress.advance(task)
+            progress.console.print(f"{model.series_key}: {model.kind} {model.version}")
+
+        train_many(specs, workers=workers, progress=done)
+
+
+@forecasts_app.command("list")
+def forecasts_list() -> None:
+    """The newest model of every series in the registry."""
+    from citywatch.forecasts.registry import ModelRegistry
+    from citywatch.ops.store.store import IncidentStore
+
+    store = IncidentStore(_settings().database_url)
+    store.create_schema()
+    table = Table(title="forecast models")
+    for column in ("series", "model", "version", "trained on", "later-folds MAE"):
+        table.add_column(column)
+    for row in ModelRegistry(store).list():
+        selected = row.metrics.get("backtest", {}).get("selected", {})
+        table.add_row(row.series_key, row.kind, row.version,
+                      f"{row.train_start:%Y-%m-%d} .. {row.train_end:%Y-%m-%d}",
+                      str(selected.get("mae", "-")))
+    Console().print(table)
+
+
 if __name__ == "__main__":
     app()

@@ -91,3 +91,55 @@ def test_unknown_column_is_refused(shared_data: Path) -> None:
                              "--time", "when", "--value", "traffic_volume"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "no column 'when'" in result.stderr
+
+
+def test_registry_round_trip_predicts_the_same_values(shared_data: Path, tmp_path: Path) -> None:
+    """Train on real data (both kinds), save, load: the loaded model predicts the same."""
+    from citywatch.forecasts.registry import ModelRegistry
+    from citywatch.forecasts.training import SeriesSpec, train_many
+    from citywatch.ops.store.store import IncidentStore
+
+    specs = [SeriesSpec(key="i94:volume", value="traffic_volume", time=["date_time"],
+                        csv=str(shared_data / "traffic/Metro_Interstate_Traffic_Volume.csv"),
+                        holiday_column="holiday", folds=4),
+             SeriesSpec(key="aotizhongxin:pm25", value="PM2.5",
+                        time=["year", "month", "day", "hour"], folds=4,
+                        csv=str(shared_data / "air_quality/"
+                                "PRSA_Data_Aotizhongxin_20130301-20170228.csv"))]
+    store = IncidentStore(f"sqlite:///{tmp_path / 'models.db'}")
+    store.create_schema()
+    registry = ModelRegistry(store)
+    trained = {m.series_key: m for m in train_many(specs, workers=2, progress=registry.save)}
+    assert [r.series_key for r in registry.list()] == ["aotizhongxin:pm25", "i94:volume"]
+    from citywatch.forecasts.models import ProphetModel, SeasonalNaive
+
+    for key, model in trained.items():
+        row, loaded = registry.load(key)
+        assert (row.model_id, row.version) == (model.model_id, model.version)
+        original = (ProphetModel if model.kind == "prophet" else SeasonalNaive).from_json(
+            model.serialized).predict(48)
+        again = loaded.predict(48)
+        assert np.allclose(original["yhat"], again["yhat"], equal_nan=True)
+        assert again.index[0] > pd.Timestamp(row.train_end.replace(tzinfo=None))
+        assert row.metrics["series"]["rows"] > 0
+
+
+def test_a_fitted_prophet_model_predicts_the_same_after_the_registry(shared_data: Path,
+                                                                     tmp_path: Path) -> None:
+    from citywatch.forecasts.models import ProphetModel
+    from citywatch.forecasts.registry import ModelRegistry
+    from citywatch.forecasts.training import TrainedModel
+    from citywatch.ops.store.store import IncidentStore
+
+    series, _ = load_series(str(shared_data / "traffic/Metro_Interstate_Traffic_Volume.csv"),
+                            ["date_time"], "traffic_volume")
+    window = series.iloc[-24 * 7 * 4:]
+    fitted = ProphetModel().fit(window)
+    expected = fitted.predict(24)
+    store = IncidentStore(f"sqlite:///{tmp_path / 'models.db'}")
+    store.create_schema()
+    registry = ModelRegistry(store)
+    registry.save(TrainedModel("i94", "prophet", "v1", window.index[0].to_pydatetime(),
+                               window.index[-1].to_pydatetime(), {}, {}, fitted.to_json()))
+    _, loaded = registry.load("i94")
+    pd.testing.assert_frame_equal(loaded.predict(24), expected)

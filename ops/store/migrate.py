@@ -5,7 +5,7 @@ Example:
     >>> engine = create_engine("sqlite://")
     >>> migrate(engine)
     >>> current_revision(engine)
-    '0003'
+    '0004'
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ Example:
     >>> engine = create_engine("sqlite://")
     >>> Base.metadata.create_all(engine)
     >>> sorted(Base.metadata.tables)
-    ['alerts', 'api_tokens', 'audit_log', 'incident_notes', 'incidents', 'rule_sets', \
-'subscriptions']
+    ['alerts', 'api_tokens', 'audit_log', 'forecast_models', 'incident_notes', 'incidents', \
+'rule_sets', 'subscriptions']
 """
 
 from __future__ import annotations
@@ -173,3 +173,22 @@ class RuleSetRow(Base):
     base_dir: Mapped[str] = mapped_column(String(2000))
     applied_by: Mapped[str] = mapped_column(String(200))
     applied_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ForecastModelRow(Base):
+    """One trained forecast model: what it forecasts, on which data, how well, and the
+    model itself (Prophet's own JSON serialisation, or the seasonal-naive state)."""
+
+    __tablename__ = "forecast_models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[str] = mapped_column(String(32))
+    series_key: Mapped[str] = mapped_column(String(200), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    train_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    train_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    serialized: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
