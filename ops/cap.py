@@ -135,12 +135,15 @@ class CapWriter:
         area = _sub(info, "area")
         _sub(area, "areaDesc", alert.zone_name or alert.entity_id)
         zone = self._zones.get((alert.zone_layer, alert.zone_id))
+        circle = getattr(alert, "area_circle", None)
         if zone is not None:
             _sub(area, "polygon", polygon_ring(zone))
-        elif alert.geometry and alert.geometry.get("type") == "Point":
+        if circle:  # a proximity rule: the circle it watches
+            lon, lat, radius_m = circle
+            _sub(area, "circle", f"{lat:.6f},{lon:.6f} {radius_m / 1000:g}")
+        elif zone is None and alert.geometry and alert.geometry.get("type") == "Point":
             lon, lat = alert.geometry["coordinates"][:2]
-            radius_km = (alert.attributes or {}).get("radius_km", 0) or 0
-            _sub(area, "circle", f"{lat:.6f},{lon:.6f} {float(radius_km):g}")
+            _sub(area, "circle", f"{lat:.6f},{lon:.6f} 0")
 
     def _finish(self, root: etree._Element) -> bytes:
         document = etree.tostring(root, xml_declaration=True, encoding="UTF-8",

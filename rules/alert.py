@@ -53,6 +53,7 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
     zone_name: str | None = None
     geometry: dict[str, Any] | None = None
     attributes: dict[str, AttributeValue] = {}
+    area_circle: tuple[float, float, float] | None = None  # lon, lat, radius m (proximity)
     model_id: str | None = None
     model_version: str | None = None
 

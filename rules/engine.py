@@ -178,11 +178,19 @@ class RuleEngine:
         if "time" in fields:
             values["time"] = event.time.isoformat()
         near = self._proximity[rule.id]
-        if near is not None and fields & {"site", "distance_km"}:
+        circle = None
+        if near is not None:
             _, index, dist = self._near(near, frame)
-            values["distance_km"] = round(float(dist[i]) / 1000, 1)
-            values["site"] = (self.sites[near.sites].site_names[index[i]]
-                              if near.sites and index[i] >= 0 else "the point")
+            if near.point is not None:
+                circle = (near.point[0], near.point[1], near.within_m)
+            elif near.sites and index[i] >= 0:
+                layer = self.sites[near.sites]
+                circle = (float(layer.lons[index[i]]), float(layer.lats[index[i]]),
+                          near.within_m)
+            if fields & {"site", "distance_km"}:
+                values["distance_km"] = round(float(dist[i]) / 1000, 1)
+                values["site"] = (self.sites[near.sites].site_names[index[i]]
+                                  if near.sites and index[i] >= 0 else "the point")
         return Alert(
             id=alert_id(rule.id, version, event.entity_id, event.time),
             rule_id=rule.id, rule_version=version, domain=event.domain, kind=event.kind,
@@ -192,7 +200,8 @@ class RuleEngine:
             message=_render(rule.alert.message, values),
             entity_id=event.entity_id, event_time=event.time, raised_at=raised_at,
             source_event_ids=[event.id], zone_layer=layer_name, zone_id=zone_id,
-            zone_name=zone_name, geometry=event.geometry, attributes=event.attributes)
+            zone_name=zone_name, geometry=event.geometry, attributes=event.attributes,
+            area_circle=circle)
 
 
 def _render(template: str, values: _TemplateValues) -> str:

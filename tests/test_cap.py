@@ -45,3 +45,26 @@ def test_alert_without_zone_gets_a_circle() -> None:
     root = etree.fromstring(writer.alert(make_alert(2, zone=None, lon=-93.17, lat=44.96)))
     circle = root.findtext(f"{{{CAP_NS}}}info/{{{CAP_NS}}}area/{{{CAP_NS}}}circle")
     assert circle == "44.960000,-93.170000 0"
+
+
+def test_proximity_alert_carries_its_circle() -> None:
+    from datetime import UTC, datetime
+
+    from citywatch.geo.zones import ZoneIndex
+    from citywatch.rules.engine import RuleEngine
+    from citywatch.rules.model import RuleSet
+    from citywatch.streams.envelope import make_envelope
+
+    engine = RuleEngine(RuleSet.model_validate({"rules": [{
+        "id": "near-sf", "domain": "disaster",
+        "condition": {"type": "proximity", "point": [-122.4194, 37.7749], "within_m": 100000},
+        "alert": {"severity": "Minor", "category": "Geo", "message": "quake"}}]}),
+        ZoneIndex([]))
+    quake = make_envelope(source="usgs", source_record_id="nc1", domain="disaster",
+                          kind="earthquake.reported", time=datetime(2023, 8, 1, tzinfo=UTC),
+                          entity_id="nc1", attributes={"mag": 3.0},
+                          geometry={"type": "Point", "coordinates": [-122.27, 37.87]})
+    (alert,) = engine.evaluate([quake])
+    root = etree.fromstring(CapWriter("citywatch@city.example").alert(alert))
+    circle = root.findtext(f"{{{CAP_NS}}}info/{{{CAP_NS}}}area/{{{CAP_NS}}}circle")
+    assert circle == "37.774900,-122.419400 100"

@@ -71,6 +71,7 @@ class Alert(_FromRow):
     geometry: dict[str, Any] | None
     attributes: dict[str, Any]
     source_event_ids: list[str]
+    area_circle: list[float] | None = None
 
 
 class Note(_FromRow):

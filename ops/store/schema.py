@@ -104,6 +104,7 @@ class AlertRow(Base):
     geometry: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON)
     source_event_ids: Mapped[list[str]] = mapped_column(JSON)
+    area_circle: Mapped[list[float] | None] = mapped_column(JSON)  # lon, lat, radius m
 
 
 class IncidentNoteRow(Base):

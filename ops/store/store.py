@@ -228,4 +228,5 @@ def _alert_row(alert: Alert, incident: str) -> dict[str, Any]:
         "entity_id": alert.entity_id, "event_time": alert.event_time,
         "raised_at": alert.raised_at, "zone_layer": alert.zone_layer,
         "zone_id": alert.zone_id, "zone_name": alert.zone_name, "geometry": alert.geometry,
-        "attributes": alert.attributes, "source_event_ids": alert.source_event_ids}
+        "attributes": alert.attributes, "source_event_ids": alert.source_event_ids,
+        "area_circle": list(alert.area_circle) if alert.area_circle else None}
