@@ -18,23 +18,21 @@ from rich.table import Table
 
 app = typer.Typer(help="citywatch: smart-city event-stream governance engine.",
                   no_args_is_help=True, add_completion=False)
-rules_app = typer.Typer(help="Rule files: validate, test, apply, schema.",
-                        no_args_is_help=True)
-app.add_typer(rules_app, name="rules")
-tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
-app.add_typer(tokens_app, name="tokens")
-incidents_app = typer.Typer(help="Incidents: list, acknowledge, resolve, reopen.",
-                            no_args_is_help=True)
-app.add_typer(incidents_app, name="incidents")
-connectors_app = typer.Typer(help="Connectors: list built-ins and plug-ins.",
-                             no_args_is_help=True)
-app.add_typer(connectors_app, name="connectors")
-deadletter_app = typer.Typer(help="Dead letters: rejected records with their reasons.",
-                             no_args_is_help=True)
-app.add_typer(deadletter_app, name="deadletter")
-forecasts_app = typer.Typer(help="Forecasts: backtest Prophet against seasonal naive.",
-                            no_args_is_help=True)
-app.add_typer(forecasts_app, name="forecasts")
+
+
+def _group(name: str, help_text: str) -> typer.Typer:
+    """A ``citywatch NAME ...`` command group."""
+    group = typer.Typer(help=help_text, no_args_is_help=True)
+    app.add_typer(group, name=name)
+    return group
+
+
+rules_app = _group("rules", "Rule files: validate, test, apply, schema.")
+tokens_app = _group("tokens", "API tokens.")
+incidents_app = _group("incidents", "Incidents: list, acknowledge, resolve, reopen.")
+connectors_app = _group("connectors", "Connectors: list built-ins and plug-ins.")
+deadletter_app = _group("deadletter", "Dead letters: rejected records with their reasons.")
+forecasts_app = _group("forecasts", "Forecasts: backtest, train and list models.")
 
 
 def _settings():  # noqa: ANN202 - imported lazily to keep `citywatch --help` fast
