@@ -65,8 +65,6 @@ class RawIngest(Service):
         self.topics = settings.topics
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
-        self.processed = 0
-        self.rejected = 0
 
     async def on_start(self) -> None:
         timeout_ms = int(self.settings.broker_session_timeout * 1000)
@@ -142,6 +140,4 @@ class RawIngest(Service):
                         f"field '{letter.field}': " if letter.field else "", letter.error)
             futures.append(await self.producer.send(
                 self.topics.deadletter, encode_deadletter(letter), key=letter.source.encode()))
-        self.processed += len(good)
-        self.rejected += len(bad)
         return futures
