@@ -21,11 +21,9 @@ import geopandas as gpd
 import numpy as np
 import shapely
 from numpy.typing import NDArray
-from pyproj import Geod
 
-from citywatch.geo.zones import ZoneLayerError
+from citywatch.geo.zones import WGS84, ZoneLayerError
 
-WGS84 = Geod(ellps="WGS84")
 METRES_PER_DEGREE = 111_320.0
 
 

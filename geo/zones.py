@@ -21,9 +21,11 @@ import geopandas as gpd
 import numpy as np
 import shapely
 from numpy.typing import NDArray
+from pyproj import Geod
 from shapely.geometry.base import BaseGeometry
 
 log = logging.getLogger(__name__)
+WGS84 = Geod(ellps="WGS84")
 
 
 class ZoneLayerError(ValueError):
@@ -46,6 +48,25 @@ class ZoneLayer:
 
     def __len__(self) -> int:
         return len(self.zone_ids)
+
+    def zones_within(self, lon: float, lat: float, metres: float) -> list[int]:
+        """Indices of the zones within ``metres`` (geodesic) of a point, in index order:
+        a circle built on the WGS84 ellipsoid (72 bearings) intersected with the zones.
+
+        Example:
+            >>> from shapely.geometry import box
+            >>> layer = ZoneLayer.from_geometries("g", ["a"], [box(0, 0, 1, 1)])
+            >>> layer.zones_within(1.1, 0.5, 20_000), layer.zones_within(1.1, 0.5, 5_000)
+            ([0], [])
+        """
+        if metres <= 0:
+            hits = self.tree.query(shapely.Point(lon, lat), predicate="intersects")
+            return sorted(int(h) for h in hits)
+        bearings = np.linspace(0.0, 360.0, 72, endpoint=False)
+        lons, lats, _ = WGS84.fwd(np.full(72, lon), np.full(72, lat), bearings,
+                                  np.full(72, metres))
+        circle = shapely.Polygon(np.column_stack([lons, lats]))
+        return sorted(int(h) for h in self.tree.query(circle, predicate="intersects"))
 
     @classmethod
     def from_geometries(cls, name: str, zone_names: Sequence[str],

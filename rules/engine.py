@@ -20,7 +20,9 @@ Example:
 from __future__ import annotations
 
 import operator
+from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from string import Formatter
 from typing import Any
@@ -33,16 +35,37 @@ from citywatch.geo.zones import ZoneIndex, ZoneLayer
 from citywatch.rules.alert import Alert, alert_id
 from citywatch.rules.frame import EventFrame
 from citywatch.rules.model import (
+    Absence,
     AllOf,
     AnyOf,
     Condition,
+    Correlate,
+    Geofence,
     InZone,
     Match,
     Not,
+    Persistence,
     Proximity,
+    RateOfChange,
     Rule,
     RuleSet,
     Threshold,
+    Window,
+)
+from citywatch.rules.state import FrameState, MemoryState, StateStore
+from citywatch.rules.stateful import (
+    AbsenceRoster,
+    Context,
+    Gate,
+    LateEvent,
+    Outcome,
+    close_windows,
+    run_absence,
+    run_correlate,
+    run_geofence,
+    run_persistence,
+    run_rate_of_change,
+    run_window,
 )
 from citywatch.streams.envelope import Envelope
 
@@ -58,54 +81,217 @@ class _TemplateValues(dict[str, Any]):
         return "?"
 
 
+@dataclass
+class Evaluation:
+    """What one batch produced: alerts, and events stateful rules could not use (late),
+    which the caller must report (the worker dead-letters them)."""
+
+    alerts: list[Alert]
+    late: list[tuple[Envelope, str, str]] = field(default_factory=list)  # event, rule, why
+
+
 class RuleEngine:
     """Evaluates every enabled rule of a rule set on a batch at once.
 
     ``evaluate`` never raises on valid envelopes: an event missing an attribute or a
-    location simply does not match conditions that need it.
+    location simply does not match conditions that need it. Stateful rules keep their
+    state in ``state`` (a dict by default; the worker passes a changelog-backed table and
+    the frame's stream offset to :meth:`process`).
     """
 
     def __init__(self, ruleset: RuleSet, zones: ZoneIndex,
-                 sites: dict[str, SiteLayer] | None = None) -> None:
+                 sites: dict[str, SiteLayer] | None = None,
+                 state: StateStore | None = None) -> None:
         self.ruleset = ruleset
         self.zones = zones
         self.sites = sites or {}
+        self.state: StateStore = state if state is not None else MemoryState()
         self.rules = [r for r in ruleset.rules if r.enabled]
+        self.stateless = [r for r in self.rules if not r.stateful]
+        self.stateful = [r for r in self.rules if r.stateful]
         self._versions = {r.id: r.version for r in self.rules}
         self._zone_sets = {
             id(c): np.array([n in set(c.zones) for n in zones.layers[c.layer].zone_names])
             for r in self.rules for c in r.conditions()
-            if isinstance(c, InZone) and c.zones is not None
+            if isinstance(c, InZone | Geofence) and c.zones is not None
         }
         self._proximity = {r.id: next((c for c in r.conditions()
                                        if isinstance(c, Proximity)), None)
                            for r in self.rules}
         self._fields = {r.id: {f for _, f, _, _ in Formatter().parse(r.alert.message) if f}
                         for r in self.rules}
+        self._gates = {r.id: Gate(r.alert) for r in self.stateful}
+        self._roster = AbsenceRoster()
+        self._position = 0
+        self.late_counts: Counter[str] = Counter()
 
     @classmethod
-    def from_ruleset(cls, ruleset: RuleSet) -> RuleEngine:
+    def from_ruleset(cls, ruleset: RuleSet, state: StateStore | None = None) -> RuleEngine:
         """An engine with the rule set's zone and site layers loaded from their files."""
         sites = {s.layer: SiteLayer.from_file(s.layer, s.path, name_field=s.name_field)
                  for s in ruleset.sites}
-        return cls(ruleset, build_zone_index(ruleset), sites)
+        return cls(ruleset, build_zone_index(ruleset), sites, state)
 
     def evaluate(self, events: Sequence[Envelope]) -> list[Alert]:
+        """Alerts for one batch (state, if any, kept in the engine's own store)."""
+        return self.process(events).alerts
+
+    def process(self, events: Sequence[Envelope], position: int | None = None,
+                ) -> Evaluation:
+        """Alerts and late events for one batch read at stream ``position`` (a frame
+        replayed at the same position leaves already-updated state alone)."""
+        if position is None:
+            self._position += 1
+            position = self._position
+        result = Evaluation([])
         if not events:
-            return []
+            return result
         frame = EventFrame(events, self.zones)
         raised_at = datetime.now(UTC)
-        alerts: list[Alert] = []
-        for rule in self.rules:
-            mask = frame.domain == rule.domain
-            if rule.kinds:
-                mask &= np.isin(frame.kind, rule.kinds)
+        for rule in self.stateless:
+            mask = self._eligible(rule, frame)
             if not mask.any():
                 continue
             mask &= self._condition(rule.condition, frame)
             for i in np.flatnonzero(mask):
-                alerts.append(self._alert(rule, frame, int(i), raised_at))
+                result.alerts.append(self._alert(rule, frame, int(i), raised_at))
+        if self.stateful:
+            state = FrameState(self.state, position)
+            late: list[LateEvent] = []
+            for rule in self.stateful:
+                ctx = Context(frame, state, self._prefix(rule), rule.id, late)
+                outcomes = self._outcomes(rule, ctx)
+                result.alerts.extend(self._gated_alerts(rule, ctx, outcomes, raised_at))
+            for item in late:
+                self.late_counts[item.rule_id] += 1
+                result.late.append((frame.events[item.index], item.rule_id, item.reason))
+        return result
+
+    def flush(self) -> list[Alert]:
+        """End of input (dry runs, backtests): close every open window and score it."""
+        self._position += 1
+        state = FrameState(self.state, self._position)
+        frame = EventFrame([], self.zones)
+        alerts: list[Alert] = []
+        for rule in self.stateful:
+            cond = rule.condition
+            if not isinstance(cond, Window):
+                continue
+            ctx = Context(frame, state, self._prefix(rule), rule.id, [])
+            names, ids = self._layer_names(cond.zone_layer)
+            outcomes: list[Outcome] = []
+            for key, st in list(state.values_with_prefix(ctx.prefix)):
+                if "|gate|" in key or not st["w"]:
+                    continue
+                outcomes.extend(close_windows(cond, st, key[len(ctx.prefix):], names, ids,
+                                              everything=True))
+                state.save(key, st)
+            alerts.extend(self._gated_alerts(rule, ctx, outcomes, datetime.now(UTC)))
         return alerts
+
+    def _prefix(self, rule: Rule) -> str:
+        return f"{rule.id}@{self._versions[rule.id]}|"
+
+    def _layer_names(self, layer: str | None) -> tuple[list[str] | None, list[str] | None]:
+        if layer is None:
+            return None, None
+        zl = self.zones.layers[layer]
+        return zl.zone_names, zl.zone_ids
+
+    def _eligible(self, rule: Rule, frame: EventFrame) -> Mask:
+        mask = frame.domain == rule.domain
+        if rule.kinds:
+            mask &= np.isin(frame.kind, rule.kinds)
+        return mask
+
+    def _rows(self, mask: Mask, where: Condition | None, frame: EventFrame) -> list[int]:
+        if where is not None and mask.any():
+            mask = mask & self._condition(where, frame)
+        return np.flatnonzero(mask).tolist()
+
+    def _outcomes(self, rule: Rule, ctx: Context) -> list[Outcome]:
+        frame, cond = ctx.frame, rule.condition
+        if isinstance(cond, Correlate):
+            return self._correlate(cond, ctx)
+        eligible = self._eligible(rule, frame)
+        if not eligible.any():
+            return run_absence(cond, ctx, [], self._roster) if isinstance(
+                cond, Absence) else []
+        if isinstance(cond, Window):
+            names, ids = self._layer_names(cond.zone_layer)
+            return run_window(cond, ctx, self._rows(eligible, cond.where, frame), names, ids)
+        if isinstance(cond, RateOfChange):
+            return run_rate_of_change(cond, ctx, self._rows(eligible, cond.where, frame))
+        if isinstance(cond, Persistence):
+            return run_persistence(cond, ctx, self._rows(eligible, None, frame),
+                                   self._condition(cond.condition, frame))
+        if isinstance(cond, Absence):
+            return run_absence(cond, ctx, self._rows(eligible, cond.where, frame),
+                               self._roster)
+        if isinstance(cond, Geofence):
+            layer = self.zones.layers[cond.layer]
+            return run_geofence(cond, ctx, self._rows(eligible, None, frame),
+                                frame.zones[cond.layer], self._zone_sets.get(id(cond)),
+                                layer.zone_names, layer.zone_ids)
+        holds = self._condition(cond, frame)  # a stateless condition behind a gate
+        gate = self._gates[rule.id]
+        rows = eligible if gate.until_clear else eligible & holds
+        times = frame.times
+        return [Outcome(time=float(times[i]), hit=bool(holds[i]),
+                        group=frame.events[i].entity_id, index=i)
+                for i in np.flatnonzero(rows).tolist()]
+
+    def _correlate(self, cond: Correlate, ctx: Context) -> list[Outcome]:
+        frame = ctx.frame
+        layer = self.zones.layers[cond.layer]
+        masks = []
+        for side in (cond.first, cond.second):
+            mask = frame.domain == side.domain
+            if side.kinds:
+                mask &= np.isin(frame.kind, side.kinds)
+            if side.condition is not None and mask.any():
+                mask &= self._condition(side.condition, frame)
+            masks.append(mask)
+        sides: list[tuple[int, int, int]] = []
+        zone_col = frame.zones[cond.layer]
+        for i in np.flatnonzero(masks[0] | masks[1]).tolist():
+            for s, side in enumerate((cond.first, cond.second)):
+                if not masks[s][i] or np.isnan(frame.lon[i]):
+                    continue
+                zones = ([int(zone_col[i])] if zone_col[i] >= 0 else []) if not side.near_m \
+                    else layer.zones_within(float(frame.lon[i]), float(frame.lat[i]),
+                                            side.near_m)
+                sides.extend((i, s, z) for z in zones)
+        return run_correlate(cond, ctx, sides, layer.zone_names, layer.zone_ids)
+
+    def _gated_alerts(self, rule: Rule, ctx: Context, outcomes: list[Outcome],
+                      raised_at: datetime) -> list[Alert]:
+        if not outcomes:
+            return []
+        frame = ctx.frame
+        template = rule.alert.dedupe_key
+        keyed = []
+        for o in outcomes:
+            key = o.group
+            if template is not None:
+                values = _TemplateValues(frame.events[o.index].attributes
+                                         if o.index >= 0 else {})
+                values.update(o.values, entity_id=o.group,
+                              zone=o.zone[1] if o.zone else o.values.get("zone", "-"))
+                if o.index >= 0:
+                    values.update(entity_id=frame.events[o.index].entity_id,
+                                  zone=self._zone_of(rule, frame, o.index)[1] or "-")
+                key = _render(template, values)
+            keyed.append((key, o))
+        cleared = (self._condition(rule.alert.clear_when, frame)
+                   if rule.alert.clear_when is not None and frame.size else None)
+        passed = self._gates[rule.id].pass_hits(ctx, keyed, cleared)
+        keys = {id(o): k for k, o in keyed}
+        return [self._alert(rule, frame, o.index, raised_at, o,
+                            keys[id(o)] if template is not None else None)
+                if o.index >= 0 else self._group_alert(rule, o, raised_at, keys[id(o)]
+                                                       if template is not None else None)
+                for o in passed]
 
     def _condition(self, cond: Condition, frame: EventFrame) -> Mask:
         if isinstance(cond, Threshold):
@@ -162,18 +348,27 @@ class RuleEngine:
                 frame.derived[key] = (dist <= cond.within_m, index, dist)
         return frame.derived[key]
 
-    def _alert(self, rule: Rule, frame: EventFrame, i: int, raised_at: datetime) -> Alert:
-        event = frame.events[i]
+    def _zone_of(self, rule: Rule, frame: EventFrame, i: int,
+                 ) -> tuple[str | None, str | None]:
         layer_name = rule.incident_layer
-        zone_id = zone_name = None
         if layer_name is not None:
             z = int(frame.zones[layer_name][i])
             if z >= 0:
                 layer: ZoneLayer = self.zones.layers[layer_name]
-                zone_id, zone_name = layer.zone_ids[z], layer.zone_names[z]
+                return layer.zone_ids[z], layer.zone_names[z]
+        return None, None
+
+    def _alert(self, rule: Rule, frame: EventFrame, i: int, raised_at: datetime,
+               outcome: Outcome | None = None, dedupe: str | None = None) -> Alert:
+        event = frame.events[i]
+        layer_name = rule.incident_layer
+        zone_id, zone_name = outcome.zone if outcome and outcome.zone else self._zone_of(
+            rule, frame, i)
         version = self._versions[rule.id]
         values = _TemplateValues(event.attributes)
         values.update(entity_id=event.entity_id, zone=zone_name or "-", kind=event.kind)
+        if outcome is not None:
+            values.update(outcome.values)
         fields = self._fields[rule.id]
         if "time" in fields:
             values["time"] = event.time.isoformat()
@@ -191,17 +386,45 @@ class RuleEngine:
                 values["distance_km"] = round(float(dist[i]) / 1000, 1)
                 values["site"] = (self.sites[near.sites].site_names[index[i]]
                                   if near.sites and index[i] >= 0 else "the point")
+        window = outcome.window if outcome is not None else ""
+        sources = outcome.source_ids if outcome is not None and outcome.source_ids else [
+            event.id]
         return Alert(
-            id=alert_id(rule.id, version, event.entity_id, event.time),
+            id=alert_id(rule.id, version, dedupe or event.entity_id, event.time, window),
             rule_id=rule.id, rule_version=version, domain=event.domain, kind=event.kind,
             severity=rule.alert.severity, urgency=rule.alert.urgency,
             certainty=rule.alert.certainty, category=rule.alert.category,
             event=rule.alert.event or rule.description or rule.id,
             message=_render(rule.alert.message, values),
             entity_id=event.entity_id, event_time=event.time, raised_at=raised_at,
-            source_event_ids=[event.id], zone_layer=layer_name, zone_id=zone_id,
-            zone_name=zone_name, geometry=event.geometry, attributes=event.attributes,
-            area_circle=circle)
+            source_event_ids=sources, zone_layer=layer_name,
+            zone_id=zone_id, zone_name=zone_name, geometry=event.geometry,
+            attributes=event.attributes, area_circle=circle)
+
+    def _group_alert(self, rule: Rule, outcome: Outcome, raised_at: datetime,
+                     dedupe: str | None) -> Alert:
+        """An alert about a group (closed window, silent sensor, correlation)."""
+        version = self._versions[rule.id]
+        event_time = datetime.fromtimestamp(outcome.time, UTC)
+        zone_id, zone_name = outcome.zone or (None, None)
+        values = _TemplateValues(outcome.values)
+        values.update(entity_id=outcome.group, zone=zone_name or values.get("zone", "-"),
+                      time=event_time.isoformat(), kind=rule.condition.type)
+        attributes = {k: v for k, v in outcome.values.items()
+                      if isinstance(v, str | int | float | bool)}
+        return Alert(
+            id=alert_id(rule.id, version, dedupe or outcome.group, event_time,
+                        outcome.window),
+            rule_id=rule.id, rule_version=version, domain=rule.domain,
+            kind=f"rule.{rule.condition.type}", severity=rule.alert.severity,
+            urgency=rule.alert.urgency, certainty=rule.alert.certainty,
+            category=rule.alert.category,
+            event=rule.alert.event or rule.description or rule.id,
+            message=_render(rule.alert.message, values), entity_id=outcome.group,
+            event_time=event_time, raised_at=raised_at,
+            source_event_ids=outcome.source_ids,
+            zone_layer=rule.incident_layer if zone_id else None, zone_id=zone_id,
+            zone_name=zone_name, geometry=outcome.geometry, attributes=attributes)
 
 
 def _render(template: str, values: _TemplateValues) -> str:

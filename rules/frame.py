@@ -58,6 +58,16 @@ class EventFrame:
         self._columns: dict[str, NDArray[np.float64]] = {}
         self.derived: dict[Any, Any] = {}  # per-frame results other conditions share
 
+    @property
+    def times(self) -> NDArray[np.float64]:
+        """Event times as epoch seconds."""
+        col = self.derived.get("times")
+        if col is None:
+            col = np.fromiter((e.time.timestamp() for e in self.events), dtype=np.float64,
+                              count=self.size)
+            self.derived["times"] = col
+        return col
+
     def text_column(self, attribute: str) -> NDArray[np.object_]:
         """Values of ``attribute`` as objects (``None`` where missing)."""
         key = ("text", attribute)

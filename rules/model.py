@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from citywatch.streams.envelope import Domain
 
@@ -28,6 +29,23 @@ Category = Literal["Geo", "Met", "Safety", "Security", "Rescue", "Fire", "Health
                    "Transport", "Infra", "CBRNE", "Other"]
 SEVERITY_RANK: dict[str, int] = {"Unknown": 0, "Minor": 1, "Moderate": 2, "Severe": 3,
                                  "Extreme": 4}
+
+
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _seconds(value: Any) -> Any:
+    """``"90s"``, ``"15m"``, ``"24h"``, ``"7d"``, ``"1w"`` or a number of seconds."""
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", value)
+        if match is None:
+            raise ValueError(f"'{value}' is not a duration like 90s, 15m, 24h, 7d or 1w")
+        return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
+"""A duration in seconds; YAML may write ``15m``, ``24h``, ``7d``."""
 
 
 class _Strict(BaseModel):
@@ -117,9 +135,134 @@ class AnyOf(_Strict):
 
 Condition = Annotated[Threshold | Match | InZone | Proximity | Not | AllOf | AnyOf,
                       Field(discriminator="type")]
+"""A stateless condition: decided by one event alone."""
 Not.model_rebuild()
 AllOf.model_rebuild()
 AnyOf.model_rebuild()
+
+Comparison = Literal[">", ">=", "<", "<=", "==", "!="]
+
+
+class Window(_Strict):
+    """An aggregate of ``attribute`` over event-time windows per group, compared with
+    ``value`` when the window closes.
+
+    Tumbling windows of ``size`` (or sliding ones when ``slide`` is given) close once the
+    group's latest event time passes the window end plus ``allowed_lateness``; later
+    events are counted as late and dead-lettered, never silently dropped. ``group_by`` is
+    ``entity`` or ``zone:LAYER``; ``where`` selects the events that feed the window.
+    """
+
+    type: Literal["window"]
+    attribute: str = Field(min_length=1)
+    aggregate: Literal["avg", "min", "max", "sum", "count", "p95"]
+    size: Duration
+    slide: Duration | None = None
+    allowed_lateness: float = Field(default=0.0, ge=0)
+    group_by: str = Field(default="entity", pattern=r"^(entity|zone:[a-z0-9][a-z0-9_.-]*)$")
+    op: Comparison
+    value: float
+    min_events: int = Field(default=1, ge=1)
+    where: Condition | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lateness(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "allowed_lateness" in data:
+            data = {**data, "allowed_lateness": _seconds(data["allowed_lateness"])}
+        return data
+
+    @model_validator(mode="after")
+    def _slide(self) -> Window:
+        if self.slide is not None and (self.slide > self.size
+                                       or (self.size / self.slide) % 1 != 0):
+            raise ValueError("slide must divide size (e.g. size 24h, slide 1h)")
+        return self
+
+    @property
+    def zone_layer(self) -> str | None:
+        return self.group_by.removeprefix("zone:") if self.group_by != "entity" else None
+
+
+class RateOfChange(_Strict):
+    """The change of ``attribute`` between an entity's consecutive events, per ``per``
+    seconds (default one hour), compared with ``value`` (negative for a drop)."""
+
+    type: Literal["rate_of_change"]
+    attribute: str = Field(min_length=1)
+    per: Duration = 3600.0
+    op: Comparison
+    value: float
+    where: Condition | None = None
+
+
+class Persistence(_Strict):
+    """``condition`` holds on an entity's consecutive events ``count`` times, or for at
+    least ``duration``; one alert per run of holding events."""
+
+    type: Literal["persistence"]
+    condition: Condition
+    count: int | None = Field(default=None, ge=2)
+    duration: Duration | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Persistence:
+        if (self.count is None) == (self.duration is None):
+            raise ValueError("give exactly one of count or duration")
+        return self
+
+
+class Absence(_Strict):
+    """No event (matching ``where``) from an entity for ``after``: a silent sensor.
+
+    Silence is measured in event time: a gap between an entity's consecutive events, or
+    the stream's latest event time passing the entity's last one by ``after``.
+    """
+
+    type: Literal["absence"]
+    after: Duration
+    where: Condition | None = None
+
+
+class Geofence(_Strict):
+    """An entity relative to zones of ``layer`` (all, or ``zones`` by name): ``inside``,
+    ``outside``, ``enter`` (was outside, now inside) or ``exit`` (was inside, now
+    outside). An entity's first position sets its state without an enter/exit."""
+
+    type: Literal["geofence"]
+    layer: str
+    zones: list[str] | None = None
+    event: Literal["inside", "outside", "enter", "exit"]
+
+
+class CorrelateSide(_Strict):
+    """One side of a correlation: which events, and how far from a zone they count."""
+
+    domain: Domain
+    kinds: list[str] | None = None
+    condition: Condition | None = None
+    near_m: float = Field(default=0.0, ge=0, le=500_000)
+
+
+class Correlate(_Strict):
+    """Events of both sides in the same zone of ``layer`` within ``within`` of each
+    other, e.g. an earthquake within 50 km of a zone and a traffic drop in it. A side
+    with ``near_m`` counts for every zone within that many metres of the event."""
+
+    type: Literal["correlate"]
+    layer: str
+    within: Duration
+    first: CorrelateSide
+    second: CorrelateSide
+
+
+StatefulCondition = Window | RateOfChange | Persistence | Absence | Geofence | Correlate
+RuleCondition = Annotated[
+    Threshold | Match | InZone | Proximity | Not | AllOf | AnyOf | Window | RateOfChange
+    | Persistence | Absence | Geofence | Correlate,
+    Field(discriminator="type")]
+"""A rule's top-level condition: stateless, or one stateful kind (whose ``where`` /
+``condition`` are stateless). Forecast kinds plug in here."""
 
 
 class AlertSpec(_Strict):
@@ -137,6 +280,10 @@ class AlertSpec(_Strict):
     event: str | None = None
     message: str
     zone_layer: str | None = None
+    dedupe_key: str | None = None
+    cooldown: Duration | None = None
+    until_clear: bool = False
+    clear_when: Condition | None = None
 
 
 class Rule(_Strict):
@@ -146,7 +293,7 @@ class Rule(_Strict):
     description: str = ""
     domain: Domain
     kinds: list[str] | None = None
-    condition: Condition
+    condition: RuleCondition
     alert: AlertSpec
     enabled: bool = True
 
@@ -161,9 +308,22 @@ class Rule(_Strict):
         """Every condition of the rule, outermost first."""
         return walk_conditions(self.condition)
 
+    @property
+    def stateful(self) -> bool:
+        """Whether alerts depend on earlier events (state kept per key)."""
+        alert = self.alert
+        return (isinstance(self.condition, StatefulCondition) or alert.cooldown is not None
+                or alert.until_clear or alert.clear_when is not None)
+
     def zone_layers(self) -> list[str]:
         """Zone layers referenced by the condition, outermost first."""
-        return [c.layer for c in self.conditions() if isinstance(c, InZone)]
+        layers = []
+        for c in self.conditions():
+            if isinstance(c, InZone | Geofence | Correlate):
+                layers.append(c.layer)
+            elif isinstance(c, Window) and c.zone_layer:
+                layers.append(c.zone_layer)
+        return layers
 
     def site_layers(self) -> list[str]:
         return [c.sites for c in self.conditions() if isinstance(c, Proximity) and c.sites]
@@ -176,12 +336,17 @@ class Rule(_Strict):
         return layers[0] if layers else None
 
 
-def walk_conditions(cond: Condition) -> list[Condition]:
+def walk_conditions(cond: Any) -> list[Any]:
     """``cond`` and all its sub-conditions, depth first."""
     if isinstance(cond, AllOf | AnyOf):
         return [cond, *[c for sub in cond.conditions for c in walk_conditions(sub)]]
-    if isinstance(cond, Not):
+    if isinstance(cond, Not | Persistence):
         return [cond, *walk_conditions(cond.condition)]
+    if isinstance(cond, Window | RateOfChange | Absence) and cond.where is not None:
+        return [cond, *walk_conditions(cond.where)]
+    if isinstance(cond, Correlate):
+        return [cond, *[c for side in (cond.first, cond.second) if side.condition
+                        for c in walk_conditions(side.condition)]]
     return [cond]
 
 

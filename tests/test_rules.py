@@ -126,7 +126,8 @@ envelopes = st.builds(
     st.floats(-180, 180), st.floats(-90, 90), st.booleans())
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                              HealthCheck.too_slow])
 @given(st.lists(envelopes, max_size=30))
 def test_evaluation_never_raises_on_valid_envelopes(demo_engine: RuleEngine,
                                                     batch: list[Envelope]) -> None:

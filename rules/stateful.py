@@ -1,0 +1,491 @@
+"""Stateful rule kinds: windows, rate of change, persistence, absence, geofence, correlate,
+and the cooldown / hysteresis gate in front of every stateful rule's alerts.
+
+Each kind reads the frame's eligible events **in arrival order**, one state key per group
+(entity or zone), so the result does not depend on how events were cut into frames — a
+worker restarted mid-stream reaches the same state and raises the same alerts. Every
+kind turns events into :class:`Outcome` values (the condition held or not, at an event
+time); the :class:`Gate` then decides which hits become alerts.
+
+Example:
+    >>> from citywatch.rules.model import Window
+    >>> w = Window.model_validate({"type": "window", "attribute": "pm25",
+    ...     "aggregate": "avg", "size": "1h", "op": ">", "value": 30})
+    >>> window_starts(w, 5400.0)       # tumbling: the one window holding 01:30
+    [3600.0]
+    >>> window_starts(w.model_copy(update={"slide": 1800.0}), 5400.0)
+    [3600.0, 5400.0]
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from citywatch.rules.frame import EventFrame
+from citywatch.rules.model import (
+    Absence,
+    AlertSpec,
+    Correlate,
+    Geofence,
+    Persistence,
+    RateOfChange,
+    Window,
+)
+from citywatch.rules.state import FrameState
+
+COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
+    "==": operator.eq, "!=": operator.ne,
+}
+
+
+@dataclass(slots=True)
+class Outcome:
+    """Whether a stateful condition held for a group at ``time`` (epoch seconds).
+
+    ``index`` is the frame row of the event that decided it, or -1 when the outcome
+    belongs to a group (a closed window, a silent sensor, a correlation).
+    """
+
+    time: float
+    hit: bool
+    group: str
+    index: int = -1
+    window: str = ""
+    values: dict[str, Any] = field(default_factory=dict)
+    source_ids: list[str] = field(default_factory=list)
+    geometry: dict[str, Any] | None = None
+    zone: tuple[str, str] | None = None  # (zone id, zone name) for group outcomes
+
+
+@dataclass(slots=True)
+class LateEvent:
+    """An event a stateful rule could not use because its time had passed."""
+
+    index: int
+    rule_id: str
+    reason: str
+
+
+def iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat()
+
+
+def window_starts(cond: Window, t: float) -> list[float]:
+    """Starts of the windows (aligned to the epoch) that contain event time ``t``."""
+    slide = cond.slide or cond.size
+    last = math.floor(t / slide) * slide
+    count = int(round(cond.size / slide))
+    return [last - k * slide for k in range(count - 1, -1, -1) if last - k * slide + cond.size > t]
+
+
+def _aggregate(name: str, acc: list[Any]) -> float:
+    count, total, low, high, values = acc[0], acc[1], acc[2], acc[3], acc[4]
+    if name == "count":
+        return float(count)
+    if name == "sum":
+        return total
+    if name == "avg":
+        return total / count
+    if name == "min":
+        return low
+    if name == "max":
+        return high
+    return float(np.percentile(values, 95))
+
+
+def group_rows(rows: Iterable[int], keys: Callable[[int], str | None],
+               ) -> dict[str, list[int]]:
+    """Rows by group key, each group in arrival order; rows without a key are left out."""
+    groups: dict[str, list[int]] = {}
+    for i in rows:
+        key = keys(i)
+        if key is not None:
+            groups.setdefault(key, []).append(i)
+    return groups
+
+
+class Context:
+    """What a stateful kind needs for one frame: the frame, the state, where late events
+    go, and the zone names of the layers."""
+
+    def __init__(self, frame: EventFrame, state: FrameState, prefix: str, rule_id: str,
+                 late: list[LateEvent]) -> None:
+        self.frame = frame
+        self.state = state
+        self.prefix = prefix
+        self.rule_id = rule_id
+        self.late = late
+
+    def mark_late(self, index: int, reason: str) -> None:
+        self.late.append(LateEvent(index, self.rule_id, reason))
+
+    def entity(self, i: int) -> str:
+        return self.frame.events[i].entity_id
+
+
+def run_window(cond: Window, ctx: Context, rows: list[int],
+               zone_names: list[str] | None, zone_ids: list[str] | None) -> list[Outcome]:
+    """Add the rows to their groups' windows; close and score every window whose end
+    plus ``allowed_lateness`` the group's latest event time has passed."""
+    frame = ctx.frame
+    times = frame.times
+    values = frame.column(cond.attribute)
+    zone_col = frame.zones[cond.zone_layer] if cond.zone_layer else None
+
+    def key_of(i: int) -> str | None:
+        if zone_col is None:
+            return ctx.entity(i)
+        return str(zone_col[i]) if zone_col[i] >= 0 else None
+
+    outcomes: list[Outcome] = []
+    for group, idx in group_rows(rows, key_of).items():
+        key = f"{ctx.prefix}{group}"
+        fresh, st = ctx.state.load(key)
+        if not fresh:
+            continue
+        st = st or {"wm": None, "w": {}, "g": None}
+        for i in idx:
+            v = float(values[i])
+            if math.isnan(v) and cond.aggregate != "count":
+                continue
+            t = float(times[i])
+            wm = st["wm"]
+            starts = [s for s in window_starts(cond, t)
+                      if wm is None or s + cond.size + cond.allowed_lateness > wm]
+            if not starts:
+                ctx.mark_late(i, f"event time {iso(t)} is behind the stream time {iso(wm)} "
+                                 f"by more than allowed_lateness {cond.allowed_lateness:g}s; "
+                                 "its window has closed")
+                continue
+            event = frame.events[i]
+            for s in starts:
+                acc = st["w"].setdefault(repr(s), [0, 0.0, math.inf, -math.inf, [], []])
+                acc[0] += 1
+                if not math.isnan(v):
+                    acc[1] += v
+                    acc[2] = min(acc[2], v)
+                    acc[3] = max(acc[3], v)
+                    if cond.aggregate == "p95":
+                        acc[4].append(v)
+                acc[5].append(event.id)
+            if zone_col is None:
+                st["g"] = event.geometry
+            st["wm"] = t if wm is None else max(wm, t)
+            outcomes.extend(close_windows(cond, st, group, zone_names, zone_ids))
+        ctx.state.save(key, st)
+    return outcomes
+
+
+def close_windows(cond: Window, st: dict[str, Any], group: str,
+                  zone_names: list[str] | None, zone_ids: list[str] | None,
+                  everything: bool = False) -> list[Outcome]:
+    """Score and drop the group's windows that are closed (all of them at end of input)."""
+    out: list[Outcome] = []
+    wm = st["wm"]
+    for start_text in sorted(st["w"], key=float):
+        start = float(start_text)
+        end = start + cond.size
+        if not everything and end + cond.allowed_lateness > wm:
+            continue
+        acc = st["w"].pop(start_text)
+        count = acc[0]
+        agg = _aggregate(cond.aggregate, acc) if count else math.nan
+        hit = count >= cond.min_events and not math.isnan(agg) and COMPARE[cond.op](
+            agg, cond.value)
+        zone = None
+        name = group
+        if zone_names is not None and zone_ids is not None:
+            z = int(group)
+            zone, name = (zone_ids[z], zone_names[z]), zone_names[z]
+        shown = round(agg, 2) if not math.isnan(agg) else agg
+        out.append(Outcome(
+            time=end, hit=hit, group=name, window=f"{iso(start)}/{cond.size:g}",
+            values={cond.attribute: shown, "value": shown, "aggregate": cond.aggregate,
+                    "count": count, "window_start": iso(start), "window_end": iso(end)},
+            source_ids=list(acc[5]), geometry=st["g"], zone=zone))
+    return out
+
+
+def run_rate_of_change(cond: RateOfChange, ctx: Context, rows: list[int]) -> list[Outcome]:
+    """Change per ``per`` seconds between an entity's consecutive events."""
+    frame = ctx.frame
+    times, values = frame.times, frame.column(cond.attribute)
+    outcomes: list[Outcome] = []
+    for entity, idx in group_rows(rows, ctx.entity).items():
+        key = f"{ctx.prefix}{entity}"
+        fresh, st = ctx.state.load(key)
+        if not fresh:
+            continue
+        for i in idx:
+            t, v = float(times[i]), float(values[i])
+            if math.isnan(v):
+                continue
+            if st is not None and t < st["t"]:
+                ctx.mark_late(i, f"event time {iso(t)} is before the entity's previous "
+                                 f"event at {iso(st['t'])}")
+                continue
+            if st is not None and t > st["t"]:
+                rate = (v - st["v"]) / (t - st["t"]) * cond.per
+                outcomes.append(Outcome(
+                    time=t, hit=COMPARE[cond.op](rate, cond.value), group=entity, index=i,
+                    values={"rate": round(rate, 3), "previous": st["v"]},
+                    source_ids=[st["id"], frame.events[i].id]))
+            st = {"t": t, "v": v, "id": frame.events[i].id}
+        ctx.state.save(key, st)
+    return outcomes
+
+
+def run_persistence(cond: Persistence, ctx: Context, rows: list[int],
+                    holds: np.ndarray) -> list[Outcome]:
+    """One hit when ``holds`` has been true for ``count`` consecutive events or for
+    ``duration``; a miss (which re-arms ``until_clear``) when it stops holding."""
+    frame = ctx.frame
+    times = frame.times
+    outcomes: list[Outcome] = []
+    for entity, idx in group_rows(rows, ctx.entity).items():
+        key = f"{ctx.prefix}{entity}"
+        fresh, st = ctx.state.load(key)
+        if not fresh:
+            continue
+        st = st or {"t": None, "start": None, "n": 0, "done": False, "ids": []}
+        for i in idx:
+            t = float(times[i])
+            if st["t"] is not None and t < st["t"]:
+                ctx.mark_late(i, f"event time {iso(t)} is before the entity's previous "
+                                 f"event at {iso(st['t'])}")
+                continue
+            st["t"] = t
+            if not holds[i]:
+                if st["start"] is not None:
+                    outcomes.append(Outcome(time=t, hit=False, group=entity, index=i))
+                st.update(start=None, n=0, done=False, ids=[])
+                continue
+            if st["start"] is None:
+                st["start"] = t
+            st["n"] += 1
+            st["ids"] = [*st["ids"][-99:], frame.events[i].id]
+            held = (st["n"] >= cond.count if cond.count is not None
+                    else t - st["start"] >= (cond.duration or 0))
+            if held and not st["done"]:
+                st["done"] = True
+                outcomes.append(Outcome(
+                    time=t, hit=True, group=entity, index=i, window=iso(st["start"]),
+                    values={"held_events": st["n"], "held_since": iso(st["start"]),
+                            "held_minutes": round((t - st["start"]) / 60, 1)},
+                    source_ids=list(st["ids"])))
+        ctx.state.save(key, st)
+    return outcomes
+
+
+class AbsenceRoster:
+    """Per absence rule, the last event time of every entity not yet reported silent,
+    so the stream time passing a deadline is found without scanning all state."""
+
+    def __init__(self) -> None:
+        self.last_seen: dict[str, dict[str, float]] = {}
+
+    def for_rule(self, ctx: Context) -> dict[str, float]:
+        roster = self.last_seen.get(ctx.prefix)
+        if roster is None:  # first use since start: rebuild from the recovered state
+            roster = {k[len(ctx.prefix):]: v["t"]
+                      for k, v in ctx.state.values_with_prefix(ctx.prefix)
+                      if not k.endswith("|~") and not v["alerted"]}
+            self.last_seen[ctx.prefix] = roster
+        return roster
+
+
+def run_absence(cond: Absence, ctx: Context, rows: list[int],
+                roster: AbsenceRoster) -> list[Outcome]:
+    """A hit at ``last + after`` for every entity silent that long: found when it
+    reports again after the gap, or when the stream's time passes the deadline."""
+    frame = ctx.frame
+    times = frame.times
+    seen = roster.for_rule(ctx)
+    outcomes: list[Outcome] = []
+
+    def silent(entity: str, st: dict[str, Any]) -> Outcome:
+        return Outcome(time=st["t"] + cond.after, hit=True, group=entity,
+                       values={"last_seen": iso(st["t"]),
+                               "silent_minutes": round(cond.after / 60, 1)},
+                       source_ids=[st["id"]], geometry=st["g"])
+
+    for entity, idx in group_rows(rows, ctx.entity).items():
+        key = f"{ctx.prefix}{entity}"
+        fresh, st = ctx.state.load(key)
+        if not fresh:
+            continue
+        for i in idx:
+            t = float(times[i])
+            if st is not None and t < st["t"]:
+                continue  # an older event says nothing about silence now
+            if st is not None and t - st["t"] > cond.after and not st["alerted"]:
+                outcomes.append(silent(entity, st))
+            if st is not None and (st["alerted"] or t - st["t"] > cond.after):
+                outcomes.append(Outcome(time=t, hit=False, group=entity, index=i))
+            event = frame.events[i]
+            st = {"t": t, "id": event.id, "g": event.geometry, "alerted": False}
+        seen[entity] = st["t"]
+        ctx.state.save(key, st)
+    clock_key = f"{ctx.prefix}~"
+    fresh, clock = ctx.state.load(clock_key)
+    if rows and fresh:
+        clock = max(float(times[rows].max()), clock or -math.inf)
+        ctx.state.save(clock_key, clock)
+    if clock is None or not seen:
+        return outcomes
+    for entity in [e for e, last in seen.items() if clock - last > cond.after]:
+        key = f"{ctx.prefix}{entity}"
+        fresh, st = ctx.state.load(key)
+        del seen[entity]
+        if not fresh or st is None or st["alerted"]:
+            continue
+        outcomes.append(silent(entity, st))
+        ctx.state.save(key, {**st, "alerted": True})
+    return outcomes
+
+
+def run_geofence(cond: Geofence, ctx: Context, rows: list[int], zone_col: np.ndarray,
+                 target: np.ndarray | None, zone_names: list[str],
+                 zone_ids: list[str]) -> list[Outcome]:
+    """inside/outside per event; enter/exit from the entity's previous zone."""
+    frame = ctx.frame
+    times = frame.times
+    outcomes: list[Outcome] = []
+    for entity, idx in group_rows(rows, ctx.entity).items():
+        key = f"{ctx.prefix}{entity}"
+        fresh, st = ctx.state.load(key)
+        if not fresh:
+            continue
+        for i in idx:
+            if math.isnan(frame.lon[i]):
+                continue
+            t = float(times[i])
+            if st is not None and t < st["t"]:
+                ctx.mark_late(i, f"event time {iso(t)} is before the entity's previous "
+                                 f"position at {iso(st['t'])}")
+                continue
+            z = int(zone_col[i])
+            if z >= 0 and target is not None and not target[z]:
+                z = -1
+            prev = st["z"] if st is not None else None
+            shown = z
+            if cond.event == "inside":
+                hit = z >= 0
+            elif cond.event == "outside":
+                hit = z < 0
+            elif cond.event == "enter":
+                hit = prev is not None and z >= 0 and z != prev
+            else:
+                hit = prev is not None and prev >= 0 and z != prev
+                shown = prev if prev is not None and prev >= 0 else z
+            zone = (zone_ids[shown], zone_names[shown]) if shown >= 0 else None
+            outcomes.append(Outcome(
+                time=t, hit=hit, group=entity, index=i, zone=zone,
+                window=zone[0] if zone else "",
+                values={"geofence": zone[1] if zone else "-", "transition": cond.event}))
+            st = {"t": t, "z": z}
+        ctx.state.save(key, st)
+    return outcomes
+
+
+def run_correlate(cond: Correlate, ctx: Context, sides: list[tuple[int, int, int]],
+                  zone_names: list[str], zone_ids: list[str]) -> list[Outcome]:
+    """``sides`` holds ``(row, side 0|1, zone)`` in arrival order. A hit when an event
+    finds events of the other side in its zone within ``within`` seconds; the alert is
+    anchored on the first side's event, so later partners update the same alert id."""
+    frame = ctx.frame
+    times = frame.times
+    by_zone = group_rows(range(len(sides)), lambda k: str(sides[k][2]))
+    outcomes: list[Outcome] = []
+    for zone_text, entries in by_zone.items():
+        key = f"{ctx.prefix}{zone_text}"
+        fresh, st = ctx.state.load(key)
+        if not fresh:
+            continue
+        st = st or {"wm": None, "seen": [[], []]}
+        z = int(zone_text)
+        for k in entries:
+            i, side, _ = sides[k]
+            t = float(times[i])
+            event = frame.events[i]
+            if st["wm"] is not None and t < st["wm"] - cond.within:
+                ctx.mark_late(i, f"event time {iso(t)} is more than {cond.within:g}s "
+                                 f"behind the zone's stream time {iso(st['wm'])}")
+                continue
+            partners = [p for p in st["seen"][1 - side] if abs(p[0] - t) <= cond.within]
+            anchors = [[t, event.id, event.entity_id, event.kind]] if side == 0 else partners
+            others = partners if side == 0 else [[t, event.id, event.entity_id, event.kind]]
+            for anchor in anchors if partners else []:
+                outcomes.append(Outcome(
+                    time=anchor[0], hit=True, group=zone_names[z], window=anchor[1],
+                    values={"first_kind": anchor[3], "first_entity": anchor[2],
+                            "second_kind": others[0][3], "second_entity": others[0][2],
+                            "zone": zone_names[z]},
+                    source_ids=[anchor[1], *[o[1] for o in others]],
+                    zone=(zone_ids[z], zone_names[z])))
+            st["seen"][side].append([t, event.id, event.entity_id, event.kind])
+            st["wm"] = t if st["wm"] is None else max(st["wm"], t)
+            horizon = st["wm"] - 2 * cond.within
+            st["seen"] = [[p for p in lst if p[0] >= horizon] for lst in st["seen"]]
+        ctx.state.save(key, st)
+    return outcomes
+
+
+class Gate:
+    """Cooldown and hysteresis in front of a stateful rule's hits, per dedupe key.
+
+    A hit becomes an alert unless the key alerted less than ``cooldown`` seconds ago or,
+    with ``until_clear``, has not cleared since its last alert (a miss clears it; with
+    ``clear_when`` only an event meeting that condition does: a hysteresis band).
+    """
+
+    def __init__(self, spec: AlertSpec) -> None:
+        self.cooldown = spec.cooldown
+        self.until_clear = spec.until_clear or spec.clear_when is not None
+        self.with_clear = spec.clear_when is not None
+
+    @property
+    def active(self) -> bool:
+        return self.cooldown is not None or self.until_clear
+
+    def pass_hits(self, ctx: Context, keyed: list[tuple[str, Outcome]],
+                  cleared: np.ndarray | None) -> list[Outcome]:
+        """The outcomes (hits only) that become alerts; ``keyed`` in arrival order."""
+        if not self.active:
+            return [o for _, o in keyed if o.hit]
+        passed: list[Outcome] = []
+        by_key: dict[str, list[Outcome]] = {}
+        for key, outcome in keyed:
+            by_key.setdefault(key, []).append(outcome)
+        for dedupe, outcomes in by_key.items():
+            key = f"{ctx.prefix}gate|{dedupe}"
+            fresh, st = ctx.state.load(key)
+            if not fresh:
+                continue
+            st = st or {"armed": True, "last": None}
+            for o in outcomes:
+                if self.with_clear:
+                    if o.index >= 0 and cleared is not None and cleared[o.index]:
+                        st["armed"] = True
+                elif not o.hit:
+                    st["armed"] = True
+                if not o.hit:
+                    continue
+                if self.until_clear and not st["armed"]:
+                    continue
+                if (self.cooldown is not None and st["last"] is not None
+                        and o.time - st["last"] < self.cooldown):
+                    continue
+                passed.append(o)
+                st["armed"] = False
+                st["last"] = o.time
+            ctx.state.save(key, st)
+        return passed
