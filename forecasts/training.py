@@ -14,11 +14,14 @@ import hashlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from citywatch.forecasts.backtest import backtest
+from citywatch.forecasts.grid import ForecastGrid
 from citywatch.forecasts.models import ProphetModel, SeasonalNaive, holidays_from_column
 from citywatch.forecasts.series import load_series
 
@@ -38,6 +41,12 @@ class SeriesSpec(BaseModel):
     train_window: int = Field(default=24 * 7 * 8, ge=2)
     season: int = Field(default=168, ge=1)
     folds: int = Field(default=6, ge=2)
+    until: datetime | None = None
+    """Train on history up to this time only (backtests, early-warning replays)."""
+    timezone: str | None = None
+    """Time zone of wall-clock times in the file (grid times are UTC)."""
+    grid_steps: int = Field(default=24 * 7, ge=1)
+    """Steps ahead of the history end that the forecast grid covers."""
 
 
 @dataclass
@@ -50,6 +59,7 @@ class TrainedModel:
     parameters: dict[str, Any]
     metrics: dict[str, Any]
     serialized: str
+    grid: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -60,6 +70,8 @@ class TrainedModel:
 def train_series(spec: SeriesSpec) -> TrainedModel:
     """Backtest, choose, and fit the chosen model on the latest ``train_window`` points."""
     series, report = load_series(spec.csv, spec.time, spec.value, freq=spec.freq)
+    if spec.until is not None:
+        series = series[series.index <= pd.Timestamp(spec.until.replace(tzinfo=None))]
     holidays = (holidays_from_column(spec.csv, spec.time[0], spec.holiday_column)
                 if spec.holiday_column else None)
     result = backtest(series, horizon=spec.horizon, folds=spec.folds,
@@ -69,14 +81,17 @@ def train_series(spec: SeriesSpec) -> TrainedModel:
     model = (ProphetModel(holidays).fit(window) if chosen == "prophet"
              else SeasonalNaive(season=spec.season).fit(window))
     serialized = model.to_json()
-    parameters = spec.model_dump()
+    parameters = spec.model_dump(mode="json")
     version = hashlib.sha256(f"{chosen}|{parameters}|{window.index[-1]}|{serialized}"
                              .encode()).hexdigest()[:12]
     metrics = {"backtest": {k: result[k] for k in ("prophet", "seasonal_naive", "selected")
                             if k in result},
                "series": report.as_dict()}
+    grid = ForecastGrid.from_frame(spec.key, f"{spec.key}:{chosen}", version,
+                                   model.predict(spec.grid_steps), spec.timezone)
     return TrainedModel(spec.key, chosen, version, window.index[0].to_pydatetime(),
-                        window.index[-1].to_pydatetime(), parameters, metrics, serialized)
+                        window.index[-1].to_pydatetime(), parameters, metrics, serialized,
+                        grid.to_dict())
 
 
 def train_many(specs: Iterable[SeriesSpec], *, workers: int = 2,

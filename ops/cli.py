@@ -10,11 +10,15 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from citywatch.forecasts.grid import ForecastBook
+    from citywatch.rules.model import RuleSet
 
 app = typer.Typer(help="citywatch: smart-city event-stream governance engine.",
                   no_args_is_help=True, add_completion=False)
@@ -364,11 +368,12 @@ def rules_test(
     from citywatch.streams.envelope import EnvelopeError, decode_envelope
 
     try:
-        engine = RuleEngine.from_ruleset(load_ruleset(path))
+        ruleset = load_ruleset(path)
     except RuleSetError as exc:
         for line in exc.errors:
             typer.echo(line, err=True)
         raise typer.Exit(1) from None
+    engine = RuleEngine.from_ruleset(ruleset, forecasts=_forecast_book(ruleset))
     batch, bad = [], 0
     with events.open("rb") as fh:
         for number, line in enumerate(fh, start=1):
@@ -379,10 +384,29 @@ def rules_test(
             except EnvelopeError as exc:
                 bad += 1
                 typer.echo(f"rejected {exc}", err=True)
-    for alert in engine.evaluate(batch):
+    result = engine.process(batch)
+    result.commit_state()
+    for alert in [*result.alerts, *engine.flush()]:  # end of input closes open windows
         typer.echo(encode_alert(alert).decode())
+    for envelope, rule_id, reason in result.late:
+        typer.echo(f"late for {rule_id}: {envelope.id}: {reason}", err=True)
     if bad:
         raise typer.Exit(1)
+
+
+def _forecast_book(ruleset: RuleSet) -> ForecastBook:
+    """Grids of the registry models the rule set scores against (none needed: empty)."""
+    from citywatch.forecasts.grid import ForecastBook
+    from citywatch.forecasts.registry import ModelRegistry
+    from citywatch.ops.store.store import IncidentStore
+
+    book = ForecastBook()
+    if any(rule.forecast_series() for rule in ruleset.rules):
+        store = IncidentStore(_settings().database_url)
+        store.create_schema()
+        book.refresh(ModelRegistry(store).newest_grids())
+        store.close()
+    return book
 
 
 @rules_app.command("apply")
@@ -467,6 +491,11 @@ def forecasts_train(
     config: Annotated[Path, typer.Argument(help="YAML: a list under 'series' of "
                                            "{key, csv, time, value, ...}.")],
     workers: Annotated[int, typer.Option(help="Training processes.")] = 2,
+    every: Annotated[float | None, typer.Option(
+        help="Retrain on this schedule (seconds) until stopped; workers swap the new "
+             "versions in without a restart.")] = None,
+    rounds: Annotated[int, typer.Option(help="With --every: stop after this many rounds "
+                                        "(0: never).")] = 0,
 ) -> None:
     """Train every series (backtest, choose, fit) in parallel and store them in the registry."""
     import yaml
@@ -487,15 +516,27 @@ def forecasts_train(
     store = IncidentStore(_settings().database_url)
     store.create_schema()
     registry = ModelRegistry(store)
-    with Progress() as progress:
-        task = progress.add_task("training", total=len(specs))
+    done_rounds = 0
+    try:
+        while True:
+            with Progress() as progress:
+                task = progress.add_task("training", total=len(specs))
 
-        def done(model) -> None:  # noqa: ANN001 - TrainedModel
-            registry.save(model)
-            progress.advance(task)
-            progress.console.print(f"{model.series_key}: {model.kind} {model.version}")
+                def done(model, task=task) -> None:  # noqa: ANN001 - TrainedModel
+                    saved = registry.save_if_new(model)
+                    progress.advance(task)
+                    progress.console.print(f"{model.series_key}: {model.kind} "
+                                           f"{model.version}{'' if saved else ' (unchanged)'}")
 
-        train_many(specs, workers=workers, progress=done)
+                train_many(specs, workers=workers, progress=done)
+            done_rounds += 1
+            if every is None or (rounds and done_rounds >= rounds):
+                return
+            time.sleep(every)
+    except KeyboardInterrupt:
+        return
+    finally:
+        store.close()
 
 
 @forecasts_app.command("list")

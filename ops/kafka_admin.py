@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterable
 from types import TracebackType
 
@@ -63,6 +64,27 @@ class KafkaAdmin:
             if not pending:
                 break
         return true_end
+
+    def read_partition(self, topic: str, partition: int, timeout_s: float = 60.0,
+                       ) -> list[tuple[bytes | None, bytes]]:
+        """Every ``(key, value)`` of one partition, from the start to its true end."""
+        tp = TopicPartition(topic, partition)
+        end = self.end_offsets([topic]).get(tp, 0)
+        if end == 0:
+            return []
+        self._consumer.assign([tp])
+        self._consumer.seek_to_beginning(tp)
+        records: list[tuple[bytes | None, bytes]] = []
+        position = 0
+        deadline = time.monotonic() + timeout_s
+        while position < end:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}/{partition}: read {position} of {end} records")
+            for record in self._consumer.poll(timeout_ms=200, max_records=100000).get(tp, []):
+                if record.offset < end:
+                    records.append((record.key, record.value))
+                position = max(position, record.offset + 1)
+        return records
 
     def committed(self, group: str) -> dict[TopicPartition, int]:
         """Offsets committed by consumer ``group``."""

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     rules_poll_seconds: float = Field(default=2.0, gt=0,
                                       description="How often workers look for a newly "
                                                   "applied rule set.")
+    forecast_poll_seconds: float = Field(
+        default=30.0, gt=0, description="How often workers look for retrained forecast models.")
     cap_sender: str = Field(default="citywatch@city.example", pattern=r"^[^\s,<&]+$",
                             description="CAP <sender> of exported alerts.")
     api_host: str = Field(default="127.0.0.1", description="API bind address.")

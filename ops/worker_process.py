@@ -52,6 +52,13 @@ class WorkerProcess:
                 process.wait()
         return process.returncode
 
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final commit (crash tests)."""
+        process, self._process = self._process, None
+        if process is not None:
+            process.kill()
+            process.wait()
+
     def log_tail(self, lines: int = 40) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

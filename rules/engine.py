@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from citywatch.forecasts.grid import ForecastBook
 from citywatch.geo.sites import SiteLayer, distances_to_point
 from citywatch.geo.zones import ZoneIndex, ZoneLayer
 from citywatch.rules.alert import Alert, alert_id
@@ -37,9 +38,11 @@ from citywatch.rules.frame import EventFrame
 from citywatch.rules.model import (
     Absence,
     AllOf,
+    Anomaly,
     AnyOf,
     Condition,
     Correlate,
+    ForecastExceedance,
     Geofence,
     InZone,
     Match,
@@ -60,6 +63,7 @@ from citywatch.rules.stateful import (
     LateEvent,
     Outcome,
     close_windows,
+    iso,
     run_absence,
     run_correlate,
     run_geofence,
@@ -83,11 +87,17 @@ class _TemplateValues(dict[str, Any]):
 
 @dataclass
 class Evaluation:
-    """What one batch produced: alerts, and events stateful rules could not use (late),
-    which the caller must report (the worker dead-letters them)."""
+    """What one batch produced: alerts, events stateful rules could not use (late, which
+    the caller must report: the worker dead-letters them), and the state changes, which
+    the caller commits once the alerts are safely sent."""
 
     alerts: list[Alert]
     late: list[tuple[Envelope, str, str]] = field(default_factory=list)  # event, rule, why
+    state: FrameState | None = None
+
+    def commit_state(self) -> None:
+        if self.state is not None:
+            self.state.commit()
 
 
 class RuleEngine:
@@ -101,8 +111,10 @@ class RuleEngine:
 
     def __init__(self, ruleset: RuleSet, zones: ZoneIndex,
                  sites: dict[str, SiteLayer] | None = None,
-                 state: StateStore | None = None) -> None:
+                 state: StateStore | None = None,
+                 forecasts: ForecastBook | None = None) -> None:
         self.ruleset = ruleset
+        self.forecasts = forecasts if forecasts is not None else ForecastBook()
         self.zones = zones
         self.sites = sites or {}
         self.state: StateStore = state if state is not None else MemoryState()
@@ -126,20 +138,27 @@ class RuleEngine:
         self.late_counts: Counter[str] = Counter()
 
     @classmethod
-    def from_ruleset(cls, ruleset: RuleSet, state: StateStore | None = None) -> RuleEngine:
+    def from_ruleset(cls, ruleset: RuleSet, state: StateStore | None = None,
+                     forecasts: ForecastBook | None = None) -> RuleEngine:
         """An engine with the rule set's zone and site layers loaded from their files."""
         sites = {s.layer: SiteLayer.from_file(s.layer, s.path, name_field=s.name_field)
                  for s in ruleset.sites}
-        return cls(ruleset, build_zone_index(ruleset), sites, state)
+        return cls(ruleset, build_zone_index(ruleset), sites, state, forecasts)
 
     def evaluate(self, events: Sequence[Envelope]) -> list[Alert]:
         """Alerts for one batch (state, if any, kept in the engine's own store)."""
-        return self.process(events).alerts
+        result = self.process(events)
+        result.commit_state()
+        return result.alerts
 
     def process(self, events: Sequence[Envelope], position: int | None = None,
-                ) -> Evaluation:
+                origins: tuple[Sequence[str], Sequence[int]] | None = None) -> Evaluation:
         """Alerts and late events for one batch read at stream ``position`` (a frame
-        replayed at the same position leaves already-updated state alone)."""
+        replayed at the same position leaves already-updated state alone).
+
+        ``origins`` — each event's raw ``topic/partition`` and offset — lets stateful rules
+        skip events they already applied that reach them again in a new frame (ingest
+        re-reading raw records after a crash)."""
         if position is None:
             self._position += 1
             position = self._position
@@ -156,7 +175,8 @@ class RuleEngine:
             for i in np.flatnonzero(mask):
                 result.alerts.append(self._alert(rule, frame, int(i), raised_at))
         if self.stateful:
-            state = FrameState(self.state, position)
+            state = result.state = FrameState(self.state, position)
+            frame.derived["fresh"] = self._fresh(state, frame.size, origins)
             late: list[LateEvent] = []
             for rule in self.stateful:
                 ctx = Context(frame, state, self._prefix(rule), rule.id, late)
@@ -187,7 +207,29 @@ class RuleEngine:
                                               everything=True))
                 state.save(key, st)
             alerts.extend(self._gated_alerts(rule, ctx, outcomes, datetime.now(UTC)))
+        state.commit()
         return alerts
+
+    @staticmethod
+    def _fresh(state: FrameState, size: int,
+               origins: tuple[Sequence[str], Sequence[int]] | None) -> Mask:
+        """Events not yet applied to the state: raw offset beyond the highest applied."""
+        fresh = np.ones(size, dtype=bool)
+        if not origins or len(origins[0]) != size:
+            return fresh
+        names, offsets = origins
+        for origin in set(names):
+            key = f"~origin|{origin}"
+            is_new, applied = state.load(key)
+            rows = [i for i, name in enumerate(names) if name == origin]
+            if not is_new:
+                fresh[rows] = False
+                continue
+            highest = -1 if applied is None else applied
+            for i in rows:
+                fresh[i] = offsets[i] > highest
+            state.save(key, max(highest, *(offsets[i] for i in rows)))
+        return fresh
 
     def _prefix(self, rule: Rule) -> str:
         return f"{rule.id}@{self._versions[rule.id]}|"
@@ -213,7 +255,7 @@ class RuleEngine:
         frame, cond = ctx.frame, rule.condition
         if isinstance(cond, Correlate):
             return self._correlate(cond, ctx)
-        eligible = self._eligible(rule, frame)
+        eligible = self._eligible(rule, frame) & frame.derived["fresh"]
         if not eligible.any():
             return run_absence(cond, ctx, [], self._roster) if isinstance(
                 cond, Absence) else []
@@ -228,6 +270,11 @@ class RuleEngine:
         if isinstance(cond, Absence):
             return run_absence(cond, ctx, self._rows(eligible, cond.where, frame),
                                self._roster)
+        if isinstance(cond, ForecastExceedance):
+            return self._forecast_exceedance(cond, frame, self._rows(eligible, cond.where,
+                                                                     frame))
+        if isinstance(cond, Anomaly):
+            return self._anomaly(cond, ctx, self._rows(eligible, cond.where, frame))
         if isinstance(cond, Geofence):
             layer = self.zones.layers[cond.layer]
             return run_geofence(cond, ctx, self._rows(eligible, None, frame),
@@ -241,12 +288,71 @@ class RuleEngine:
                         group=frame.events[i].entity_id, index=i)
                 for i in np.flatnonzero(rows).tolist()]
 
+    def _forecast_exceedance(self, cond: ForecastExceedance, frame: EventFrame,
+                             rows: list[int]) -> list[Outcome]:
+        """Look ahead in the series' forecast grid from each event's time."""
+        grid = self.forecasts.get(cond.series)
+        if grid is None or not rows:
+            return []
+        times = frame.times[rows]
+        slots = grid.first_crossing(times, cond.bound, cond.op, cond.value, cond.horizon)
+        outcomes = []
+        likely = _OPS[cond.op](grid.yhat, cond.value)
+        for i, t, slot in zip(rows, times.tolist(), slots.tolist(), strict=True):
+            if slot < 0:
+                continue
+            expected = grid.time_of(slot)
+            lead = expected - t
+            outcomes.append(Outcome(
+                time=t, hit=True, group=frame.events[i].entity_id, index=i,
+                window=f"forecast@{iso(expected)}", id_time=expected,
+                model=(grid.model_id, grid.model_version),
+                urgency="Expected" if lead <= 3600 else "Future",
+                certainty="Likely" if likely[slot] else "Possible",
+                values={"expected_at": iso(expected), "lead_minutes": round(lead / 60),
+                        "forecast": round(float(grid.yhat[slot]), 2),
+                        "forecast_lower": round(float(grid.lower[slot]), 2),
+                        "forecast_upper": round(float(grid.upper[slot]), 2),
+                        "model_id": grid.model_id, "model_version": grid.model_version}))
+        return outcomes
+
+    def _anomaly(self, cond: Anomaly, ctx: Context, rows: list[int]) -> list[Outcome]:
+        """Observed value outside the forecast interval at its time, ``count`` in a row."""
+        frame = ctx.frame
+        grid = self.forecasts.get(cond.series)
+        if grid is None or not rows:
+            return []
+        slots = grid.nearest(frame.times)
+        known = slots >= 0
+        at = np.maximum(slots, 0)
+        observed = frame.column(cond.attribute)
+        with np.errstate(invalid="ignore"):
+            outside = known & ((observed < grid.lower[at]) | (observed > grid.upper[at]))
+        if cond.count == 1:
+            outcomes = [Outcome(time=float(frame.times[i]), hit=True,
+                                group=frame.events[i].entity_id, index=i)
+                        for i in rows if outside[i]]
+        else:
+            outcomes = run_persistence(
+                Persistence(type="persistence", count=cond.count,
+                            condition=Threshold(type="threshold", attribute=cond.attribute,
+                                                op=">", value=0)),
+                ctx, [i for i in rows if known[i]], outside)
+        for o in outcomes:
+            slot = int(at[o.index])
+            o.model = (grid.model_id, grid.model_version)
+            o.values.update(expected=round(float(grid.yhat[slot]), 2),
+                            expected_lower=round(float(grid.lower[slot]), 2),
+                            expected_upper=round(float(grid.upper[slot]), 2),
+                            model_id=grid.model_id, model_version=grid.model_version)
+        return outcomes
+
     def _correlate(self, cond: Correlate, ctx: Context) -> list[Outcome]:
         frame = ctx.frame
         layer = self.zones.layers[cond.layer]
         masks = []
         for side in (cond.first, cond.second):
-            mask = frame.domain == side.domain
+            mask = (frame.domain == side.domain) & frame.derived["fresh"]
             if side.kinds:
                 mask &= np.isin(frame.kind, side.kinds)
             if side.condition is not None and mask.any():
@@ -389,17 +495,24 @@ class RuleEngine:
         window = outcome.window if outcome is not None else ""
         sources = outcome.source_ids if outcome is not None and outcome.source_ids else [
             event.id]
+        id_time = event.time
+        model = urgency = certainty = None
+        if outcome is not None:
+            if outcome.id_time is not None:
+                id_time = datetime.fromtimestamp(outcome.id_time, UTC)
+            model, urgency, certainty = outcome.model, outcome.urgency, outcome.certainty
         return Alert(
-            id=alert_id(rule.id, version, dedupe or event.entity_id, event.time, window),
+            id=alert_id(rule.id, version, dedupe or event.entity_id, id_time, window),
             rule_id=rule.id, rule_version=version, domain=event.domain, kind=event.kind,
-            severity=rule.alert.severity, urgency=rule.alert.urgency,
-            certainty=rule.alert.certainty, category=rule.alert.category,
+            severity=rule.alert.severity, urgency=urgency or rule.alert.urgency,
+            certainty=certainty or rule.alert.certainty, category=rule.alert.category,
             event=rule.alert.event or rule.description or rule.id,
             message=_render(rule.alert.message, values),
             entity_id=event.entity_id, event_time=event.time, raised_at=raised_at,
             source_event_ids=sources, zone_layer=layer_name,
             zone_id=zone_id, zone_name=zone_name, geometry=event.geometry,
-            attributes=event.attributes, area_circle=circle)
+            attributes=event.attributes, area_circle=circle,
+            model_id=model[0] if model else None, model_version=model[1] if model else None)
 
     def _group_alert(self, rule: Rule, outcome: Outcome, raised_at: datetime,
                      dedupe: str | None) -> Alert:

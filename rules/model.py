@@ -256,13 +256,44 @@ class Correlate(_Strict):
     second: CorrelateSide
 
 
-StatefulCondition = Window | RateOfChange | Persistence | Absence | Geofence | Correlate
+class ForecastExceedance(_Strict):
+    """Early warning: the forecast of ``series`` (a model in the registry) crosses
+    ``value`` within ``horizon`` after an event's time. ``bound`` is the forecast
+    (``yhat``) or the 80 % interval's ``upper`` (``lower`` for ``<`` thresholds).
+
+    Alerts say when the crossing is expected; urgency is ``Expected`` when it is within
+    the hour, else ``Future``; certainty is ``Likely`` when the forecast itself crosses,
+    ``Possible`` when only the interval does. One alert per expected crossing.
+    """
+
+    type: Literal["forecast_exceedance"]
+    series: str = Field(min_length=1)
+    op: Literal[">", ">=", "<", "<="]
+    value: float
+    horizon: Duration
+    bound: Literal["yhat", "upper", "lower"] = "upper"
+    where: Condition | None = None
+
+
+class Anomaly(_Strict):
+    """The observed ``attribute`` lies outside the 80 % prediction interval of ``series``
+    at the event's time on ``count`` consecutive events of an entity."""
+
+    type: Literal["anomaly"]
+    series: str = Field(min_length=1)
+    attribute: str = Field(min_length=1)
+    count: int = Field(default=1, ge=1)
+    where: Condition | None = None
+
+
+StatefulCondition = (Window | RateOfChange | Persistence | Absence | Geofence | Correlate
+                     | ForecastExceedance | Anomaly)
 RuleCondition = Annotated[
     Threshold | Match | InZone | Proximity | Not | AllOf | AnyOf | Window | RateOfChange
-    | Persistence | Absence | Geofence | Correlate,
+    | Persistence | Absence | Geofence | Correlate | ForecastExceedance | Anomaly,
     Field(discriminator="type")]
-"""A rule's top-level condition: stateless, or one stateful kind (whose ``where`` /
-``condition`` are stateless). Forecast kinds plug in here."""
+"""A rule's top-level condition: stateless, or one stateful or forecast kind (whose
+``where`` / ``condition`` are stateless)."""
 
 
 class AlertSpec(_Strict):
@@ -325,6 +356,11 @@ class Rule(_Strict):
                 layers.append(c.zone_layer)
         return layers
 
+    def forecast_series(self) -> list[str]:
+        """Registry series the rule scores against."""
+        return [c.series for c in self.conditions()
+                if isinstance(c, ForecastExceedance | Anomaly)]
+
     def site_layers(self) -> list[str]:
         return [c.sites for c in self.conditions() if isinstance(c, Proximity) and c.sites]
 
@@ -342,7 +378,8 @@ def walk_conditions(cond: Any) -> list[Any]:
         return [cond, *[c for sub in cond.conditions for c in walk_conditions(sub)]]
     if isinstance(cond, Not | Persistence):
         return [cond, *walk_conditions(cond.condition)]
-    if isinstance(cond, Window | RateOfChange | Absence) and cond.where is not None:
+    if isinstance(cond, Window | RateOfChange | Absence | ForecastExceedance | Anomaly) \
+            and cond.where is not None:
         return [cond, *walk_conditions(cond.where)]
     if isinstance(cond, Correlate):
         return [cond, *[c for side in (cond.first, cond.second) if side.condition

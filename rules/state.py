@@ -12,7 +12,7 @@ Example:
     >>> first = FrameState(store, position=7)
     >>> first.load("k")
     (True, None)
-    >>> first.save("k", {"n": 1})
+    >>> first.save("k", {"n": 1}); first.commit()
     >>> FrameState(store, position=7).load("k")   # the same frame again: already applied
     (False, None)
     >>> FrameState(store, position=8).load("k")
@@ -61,15 +61,22 @@ class MemoryState:
 
 
 class FrameState:
-    """The state seen by one frame at stream ``position`` (offsets only grow)."""
+    """The state seen by one frame at stream ``position`` (offsets only grow).
+
+    Writes are held until :meth:`commit`, so a caller can make the frame's alerts
+    durable first: a crash then never leaves state that claims alerts nobody received.
+    """
 
     def __init__(self, store: StateStore, position: int) -> None:
         self.store = store
         self.position = position
+        self.pending: dict[str, Any] = {}
 
     def load(self, key: str) -> tuple[bool, Any]:
         """``(fresh, value)``: ``fresh`` is false when this frame already updated ``key``
         (a replay after a crash); the caller then leaves the key alone."""
+        if key in self.pending:
+            return True, self.pending[key][1]
         stored = self.store.get(key)
         if stored is None:
             return True, None
@@ -79,8 +86,14 @@ class FrameState:
         return True, value
 
     def save(self, key: str, value: Any) -> None:
-        self.store.set(key, [self.position, value])
+        self.pending[key] = [self.position, value]
+
+    def commit(self) -> None:
+        """Write the frame's changes to the store."""
+        for key, stamped in self.pending.items():
+            self.store.set(key, stamped)
+        self.pending.clear()
 
     def values_with_prefix(self, prefix: str) -> Iterator[tuple[str, Any]]:
-        """Current values (whatever frame wrote them) of keys starting with ``prefix``."""
+        """Committed values (whatever frame wrote them) of keys starting with ``prefix``."""
         return ((k, stored[1]) for k, stored in self.store.items_with_prefix(prefix))

@@ -63,6 +63,10 @@ class Outcome:
     source_ids: list[str] = field(default_factory=list)
     geometry: dict[str, Any] | None = None
     zone: tuple[str, str] | None = None  # (zone id, zone name) for group outcomes
+    id_time: float | None = None  # the time the alert id is built on, if not the event's
+    model: tuple[str, str] | None = None  # (model id, version) of a forecast rule
+    urgency: str | None = None  # CAP urgency/certainty decided by the outcome
+    certainty: str | None = None
 
 
 @dataclass(slots=True)
@@ -87,9 +91,12 @@ def window_starts(cond: Window, t: float) -> list[float]:
 
 
 def _aggregate(name: str, acc: list[Any]) -> float:
+    """``acc`` is ``[count, sum, min, max, values (p95 only), event ids]``."""
     count, total, low, high, values = acc[0], acc[1], acc[2], acc[3], acc[4]
     if name == "count":
         return float(count)
+    if low is None:  # no numeric value in the window
+        return math.nan
     if name == "sum":
         return total
     if name == "avg":
@@ -167,12 +174,12 @@ def run_window(cond: Window, ctx: Context, rows: list[int],
                 continue
             event = frame.events[i]
             for s in starts:
-                acc = st["w"].setdefault(repr(s), [0, 0.0, math.inf, -math.inf, [], []])
+                acc = st["w"].setdefault(repr(s), [0, 0.0, None, None, [], []])
                 acc[0] += 1
                 if not math.isnan(v):
                     acc[1] += v
-                    acc[2] = min(acc[2], v)
-                    acc[3] = max(acc[3], v)
+                    acc[2] = v if acc[2] is None else min(acc[2], v)
+                    acc[3] = v if acc[3] is None else max(acc[3], v)
                     if cond.aggregate == "p95":
                         acc[4].append(v)
                 acc[5].append(event.id)

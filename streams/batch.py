@@ -24,20 +24,31 @@ from citywatch.streams.envelope import Envelope
 
 
 class EventBatch(msgspec.Struct, frozen=True, gc=False):
-    """A frame of validated envelopes, in arrival order."""
+    """A frame of validated envelopes, in arrival order, with where each came from:
+    ``origins[i]`` is the raw ``topic/partition`` and ``offsets[i]`` the raw offset of
+    ``events[i]`` (empty when not read from Kafka). Stateful rules use them to apply an
+    event once even when ingest frames it again after a crash."""
 
     events: list[Envelope]
+    origins: list[str] = []
+    offsets: list[int] = []
 
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(EventBatch)
 
 
-def encode_batch(events: Sequence[Envelope]) -> bytes:
+def encode_batch(events: Sequence[Envelope], origins: Sequence[str] = (),
+                 offsets: Sequence[int] = ()) -> bytes:
     """MessagePack bytes for one ``events`` topic message."""
-    return _encoder.encode(EventBatch(list(events)))
+    return _encoder.encode(EventBatch(list(events), list(origins), list(offsets)))
+
+
+def decode_frame(payload: bytes) -> EventBatch:
+    """One ``events`` topic message."""
+    return _decoder.decode(payload)
 
 
 def decode_batch(payload: bytes) -> list[Envelope]:
     """Envelopes from one ``events`` topic message."""
-    return _decoder.decode(payload).events
+    return decode_frame(payload).events

@@ -40,14 +40,16 @@ def ingest_group(settings: Settings) -> str:
 
 
 def split_records(records: list[ConsumerRecord[bytes, bytes]],
-                  ) -> tuple[list[Envelope], list[DeadLetter]]:
-    """Validate raw records into envelopes and dead letters (nothing is dropped)."""
-    good: list[Envelope] = []
+                  ) -> tuple[list[tuple[Envelope, ConsumerRecord[bytes, bytes]]],
+                             list[DeadLetter]]:
+    """Validate raw records into (envelope, record) pairs and dead letters (nothing is
+    dropped)."""
+    good: list[tuple[Envelope, ConsumerRecord[bytes, bytes]]] = []
     bad: list[DeadLetter] = []
     for rec in records:
         locator = f"{rec.topic}/{rec.partition}@{rec.offset}"
         try:
-            good.append(decode_envelope(rec.value or b"", locator=locator))
+            good.append((decode_envelope(rec.value or b"", locator=locator), rec))
         except EnvelopeError as exc:
             bad.append(DeadLetter.from_error(
                 exc, stage="ingest", source=rec.topic, locator=locator,
@@ -125,16 +127,21 @@ class RawIngest(Service):
         assert self.producer is not None
         good, bad = split_records(records)
         parts = sorted(await self.producer.partitions_for(self.topics.events))
-        by_partition: dict[int, list[Envelope]] = defaultdict(list)
-        for env in good:
-            by_partition[parts[zlib.crc32(env.entity_id.encode()) % len(parts)]].append(env)
+        by_partition: dict[int, list[tuple[Envelope, ConsumerRecord[bytes, bytes]]]] = \
+            defaultdict(list)
+        for env, rec in good:
+            by_partition[parts[zlib.crc32(env.entity_id.encode()) % len(parts)]].append(
+                (env, rec))
         size = self.settings.batch_max_events
         futures = []
-        for partition, envs in by_partition.items():
-            for start in range(0, len(envs), size):
-                futures.append(await self.producer.send(
-                    self.topics.events, encode_batch(envs[start:start + size]),
-                    partition=partition))
+        for partition, pairs in by_partition.items():
+            for start in range(0, len(pairs), size):
+                chunk = pairs[start:start + size]
+                frame = encode_batch([env for env, _ in chunk],
+                                     [f"{rec.topic}/{rec.partition}" for _, rec in chunk],
+                                     [rec.offset for _, rec in chunk])
+                futures.append(await self.producer.send(self.topics.events, frame,
+                                                        partition=partition))
         for letter in bad:
             log.warning("dead-letter %s: %s%s", letter.locator,
                         f"field '{letter.field}': " if letter.field else "", letter.error)

@@ -42,10 +42,16 @@ class TopicNames:
         """Rejected records with reason, locator and raw payload (JSON)."""
         return f"{self.prefix}deadletter"
 
+    @property
+    def rule_state(self) -> str:
+        """Internal: changelog of stateful rules' state, one message per frame, on the
+        partition of the ``events`` frame that wrote it."""
+        return f"{self.prefix}rule-state"
+
     def team(self, team: str) -> str:
         """Alerts routed to one team's subscription."""
         return f"{self.prefix}alerts.team.{team}"
 
     @property
     def all(self) -> list[str]:
-        return [*self.raw_all, self.events, self.alerts, self.deadletter]
+        return [*self.raw_all, self.events, self.alerts, self.deadletter, self.rule_state]

@@ -17,6 +17,9 @@ from datetime import timedelta
 import faust
 import msgspec
 
+from citywatch.forecasts.grid import ForecastBook
+from citywatch.forecasts.registry import ModelRegistry
+from citywatch.ops.kafka_admin import KafkaAdmin
 from citywatch.ops.settings import Settings
 from citywatch.ops.store.rulesets import RuleSetBook
 from citywatch.ops.store.store import IncidentStore
@@ -24,10 +27,13 @@ from citywatch.ops.store.subscriptions import SubscriptionBook
 from citywatch.rules.alert import Alert, decode_alert, encode_alert
 from citywatch.rules.engine import RuleEngine
 from citywatch.rules.loader import load_ruleset
-from citywatch.streams.batch import decode_batch
+from citywatch.rules.model import Correlate, RuleSet, Window
+from citywatch.streams.batch import decode_frame
 from citywatch.streams.deadletter import DeadLetter, encode_deadletter
+from citywatch.streams.envelope import encode_envelope
 from citywatch.streams.ingest import RawIngest
 from citywatch.streams.routing import SubscriptionCache, WebhookDispatcher, route
+from citywatch.streams.rule_state import ChangelogState, encode_writes
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +56,16 @@ def make_faust_app(settings: Settings, bootstrap: str) -> faust.App:
         consumer_auto_offset_reset="earliest", producer_acks=1, producer_linger_ms=2)
 
 
+def warn_split_zone_state(ruleset: RuleSet, partitions: int) -> None:
+    """Zone-keyed state (zone windows, correlate) is only whole on one partition."""
+    zoned = [r.id for r in ruleset.rules if isinstance(r.condition, Correlate)
+             or (isinstance(r.condition, Window) and r.condition.zone_layer)]
+    if zoned and partitions > 1:
+        log.warning("rules %s keep state per zone, but events are partitioned by entity "
+                    "over %d partitions: a zone's events may be split; use one partition",
+                    ", ".join(zoned), partitions)
+
+
 class Pipeline:
     """Everything one worker process runs, wired from one :class:`Settings`."""
 
@@ -62,14 +78,19 @@ class Pipeline:
                                    correlation_window=timedelta(hours=24))
         self.store.create_schema()
         self.rulesets = RuleSetBook(self.store)
+        self.app = make_faust_app(settings, self.bootstrap)
+        self.rule_state = ChangelogState()
+        self.models = ModelRegistry(self.store)
+        self.forecasts = ForecastBook()
+        self.forecasts.refresh(self.models.newest_grids())
         applied = self.rulesets.current()
         ruleset = applied.parse() if applied else load_ruleset(settings.rules_path)
-        self.engine = RuleEngine.from_ruleset(ruleset)
+        self.engine = RuleEngine.from_ruleset(ruleset, self.rule_state, self.forecasts)
+        warn_split_zone_state(ruleset, settings.topic_partitions)
         book = SubscriptionBook(self.store)
         self.subscriptions = SubscriptionCache(book)
         self.webhooks = WebhookDispatcher(book, timeout=settings.webhook_timeout_seconds,
                                           max_attempts=settings.webhook_max_attempts)
-        self.app = make_faust_app(settings, self.bootstrap)
         self.ingest = RawIngest(settings, self.bootstrap)
         topics = settings.topics
         self.events_topic = self.app.topic(topics.events, value_serializer="raw",
@@ -78,11 +99,15 @@ class Pipeline:
                                            key_serializer="raw")
         self.deadletter_topic = self.app.topic(topics.deadletter, value_serializer="raw",
                                                key_serializer="raw")
+        self.state_topic = self.app.topic(topics.rule_state, value_serializer="raw",
+                                          key_serializer="raw")
         self.app.agent(self.events_topic, name="evaluate")(self.evaluate)
         self.app.agent(self.alerts_topic, name="store_alerts")(self.store_alerts)
         self._team_topics: dict[str, faust.TopicT] = {}
         self.app.timer(interval=settings.rules_poll_seconds, name="reload_rules")(
             self.reload_rules)
+        self.app.timer(interval=settings.forecast_poll_seconds, name="reload_forecasts")(
+            self.reload_forecasts)
         self.app.on_before_shutdown.connect(self._close_webhooks)
 
     async def _close_webhooks(self, app: faust.App, **kwargs: object) -> None:
@@ -103,22 +128,67 @@ class Pipeline:
         if applied is None or applied.version == self.engine.ruleset.version:
             return
         try:
-            engine = await asyncio.to_thread(lambda: RuleEngine.from_ruleset(applied.parse()))
+            engine = await asyncio.to_thread(
+                lambda: RuleEngine.from_ruleset(applied.parse(), self.rule_state,
+                                                self.forecasts))
         except Exception:  # a rule set that cannot load here must not stop the worker
             log.exception("rule set %s could not be loaded; keeping %s", applied.version,
                           self.engine.ruleset.version)
             return
         log.warning("rules reloaded: %s -> %s (applied by %s)", self.engine.ruleset.version,
                     applied.version, applied.applied_by)
+        warn_split_zone_state(engine.ruleset, self.settings.topic_partitions)
         self.engine = engine
 
+    async def reload_forecasts(self) -> None:
+        """Swap in forecast grids of models retrained since (hot swap, no restart)."""
+        newest = await asyncio.to_thread(self.models.newest_grids)
+        swapped = await asyncio.to_thread(self.forecasts.refresh, newest)
+        if swapped:
+            log.warning("forecast models swapped: %s", ", ".join(
+                f"{key} -> {self.forecasts.grids[key].model_version}" for key in swapped))
+
     async def evaluate(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        """events (micro-batches) → rules → one alert per message on ``alerts``."""
-        async for payload in stream:
-            alerts = self.engine.evaluate(decode_batch(payload))
-            for alert in alerts:
-                await self.alerts_topic.send(key=alert.id.encode(), value=encode_alert(alert))
+        """events (micro-batches) → rules → one alert per message on ``alerts``.
+
+        Stateful rules' changes reach the state table only after the frame's alerts are
+        acknowledged, stamped with the frame's offset: a worker killed anywhere in
+        between re-reads the frame and raises the same alerts (same ids) without
+        applying the frame to its state twice.
+        """
+        async for event in stream.events():
+            partition = event.message.partition
+            if partition not in self.rule_state.recovered:
+                await asyncio.to_thread(self._recover_state, partition)
+            frame = decode_frame(event.value)
+            result = self.engine.process(frame.events, position=event.message.offset,
+                                         origins=(frame.origins, frame.offsets))
+            sent = [await self.alerts_topic.send(key=alert.id.encode(),
+                                                 value=encode_alert(alert))
+                    for alert in result.alerts]
+            for envelope, rule_id, reason in result.late:
+                letter = DeadLetter(stage="rules", source=self.settings.topics.events,
+                                    locator=f"{rule_id}:{envelope.id}",
+                                    error=f"late for rule {rule_id}: {reason}",
+                                    raw=encode_envelope(envelope).decode())
+                await self.deadletter_topic.send(value=encode_deadletter(letter))
+            if result.state is not None and result.state.pending:
+                await asyncio.gather(*sent)
+                result.commit_state()
+                await self.state_topic.send(value=encode_writes(self.rule_state.take_writes()),
+                                            partition=partition)
             yield None
+
+    def _recover_state(self, partition: int) -> None:
+        """Replay the partition's state changelog before evaluating its first frame."""
+        with KafkaAdmin(self.bootstrap) as admin:
+            admin.ensure_topics([self.settings.topics.rule_state],
+                                self.settings.topic_partitions)
+            messages = admin.read_partition(self.settings.topics.rule_state, partition)
+        applied = self.rule_state.recover(partition, (value for _, value in messages))
+        if applied:
+            log.warning("rule state of partition %d recovered from %d changelog messages",
+                        partition, applied)
 
     async def store_alerts(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         """alerts → incident store (in batches, idempotently) → team topics and webhooks."""

@@ -33,3 +33,23 @@ def malformed_epa(shared_data: Path, tmp_path: Path) -> tuple[Path, dict[int, st
     config.write_text(yaml.safe_dump(feed))
     # line numbers: header is line 1, rows[i] is line i + 2
     return config, {6: "Daily Mean PM2.5 Concentration", 11: "SITE_LATITUDE", 21: "Date"}
+
+
+def epa_by_date(shared_data: Path, tmp_path: Path, speed: float | None = None) -> Path:
+    """A feed config for the full 2022 EPA file with its rows ordered by date (values
+    untouched, as a live feed would deliver them), optionally paced."""
+    from datetime import datetime
+
+    source = shared_data / "air_quality/epa_aqs_pm25_daily_nyc_metro_2022.csv"
+    lines = source.read_text().splitlines(keepends=True)
+    rows = list(csv.reader(lines[1:]))
+    order = sorted(range(len(rows)), key=lambda i: datetime.strptime(rows[i][0], "%m/%d/%Y"))
+    data = tmp_path / "epa_by_date.csv"
+    data.write_text(lines[0] + "".join(lines[1 + i] for i in order))
+    feed = yaml.safe_load((DEMO_DIR / "feeds/epa_pm25_nyc.yaml").read_text())
+    feed.update(path=str(data))
+    if speed is not None:
+        feed.update(speed=speed)
+    config = tmp_path / "epa.yaml"
+    config.write_text(yaml.safe_dump(feed))
+    return config

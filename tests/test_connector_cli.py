@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
+from data_helpers import epa_by_date
 from kafka_helpers import read_topic
 
-from citywatch.ops.settings import DEMO_DIR, Settings
+from citywatch.ops.settings import Settings
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 CAP_EXAMPLES = sorted((SHARED / "standards/cap/examples").glob("*.cap"))
@@ -67,30 +67,12 @@ def test_bad_config_exits_2(tmp_path: Path) -> None:
     assert citywatch("connect", "nope", "--config", str(config)).returncode == 2
 
 
-def _epa_by_date(tmp_path: Path, speed: float) -> Path:
-    """The full EPA file with its rows ordered by date (values untouched), paced."""
-    import csv
-    from datetime import datetime
-
-    source = SHARED / "air_quality/epa_aqs_pm25_daily_nyc_metro_2022.csv"
-    lines = source.read_text().splitlines(keepends=True)
-    rows = list(csv.reader(lines[1:]))
-    order = sorted(range(len(rows)), key=lambda i: datetime.strptime(rows[i][0], "%m/%d/%Y"))
-    data = tmp_path / "epa_by_date.csv"
-    data.write_text(lines[0] + "".join(lines[1 + i] for i in order))
-    feed = yaml.safe_load((DEMO_DIR / "feeds/epa_pm25_nyc.yaml").read_text())
-    feed.update(path=str(data), speed=speed)
-    config = tmp_path / "epa.yaml"
-    config.write_text(yaml.safe_dump(feed))
-    return config
-
-
 def test_kill_and_restart_produces_each_record_once(broker: str, tmp_path: Path) -> None:
     """SIGKILL a connector mid-file, restart it: every record id reaches Kafka once."""
     settings = Settings(kafka_bootstrap=broker, topic_prefix=f"k{os.getpid()}.",
                         data_dir=tmp_path / "state")
     env = settings.to_env()
-    config = _epa_by_date(tmp_path, speed=365 * 86400 / 8)  # the year in about 8 s
+    config = epa_by_date(SHARED, tmp_path, speed=365 * 86400 / 8)  # the year in about 8 s
     first = subprocess.Popen([sys.executable, "-m", "citywatch.ops.cli", "connect", "file",
                               "--config", str(config)], env={**os.environ, **env},
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

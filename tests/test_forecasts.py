@@ -143,3 +143,33 @@ def test_a_fitted_prophet_model_predicts_the_same_after_the_registry(shared_data
                                window.index[-1].to_pydatetime(), {}, {}, fitted.to_json()))
     _, loaded = registry.load("i94")
     pd.testing.assert_frame_equal(loaded.predict(24), expected)
+
+
+def test_scheduled_retraining_saves_only_new_versions(shared_data: Path, tmp_path: Path) -> None:
+    """`forecasts train --every` is the retraining process beside the workers: a round on
+    unchanged data keeps the version (workers have nothing to swap)."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from citywatch.forecasts.registry import ModelRegistry
+    from citywatch.ops.store.store import IncidentStore
+
+    config = tmp_path / "series.yaml"
+    config.write_text(yaml.safe_dump({"series": [{
+        "key": "i94:volume", "time": ["date_time"], "value": "traffic_volume",
+        "csv": str(shared_data / "traffic/Metro_Interstate_Traffic_Volume.csv"),
+        "folds": 2, "timezone": "America/Chicago"}]}))
+    url = f"sqlite:///{tmp_path / 'models.db'}"
+    result = subprocess.run([sys.executable, "-m", "citywatch.ops.cli", "forecasts", "train",
+                             str(config), "--workers", "1", "--every", "0.1", "--rounds", "2"],
+                            env={**os.environ, "CITYWATCH_DATABASE_URL": url},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("i94:volume: ") == 2 and "(unchanged)" in result.stdout
+    store = IncidentStore(url)
+    rows = ModelRegistry(store).list()
+    assert len(rows) == 1 and rows[0].grid and len(rows[0].grid["yhat"]) == 168
+    store.close()

@@ -108,5 +108,7 @@ def test_rules_test_prints_alerts(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     alerts = [json.loads(line) for line in result.stdout.splitlines()]
-    assert len(alerts) == sum(e.attributes["volume"] >= 6500 for e in events)
-    assert {a["rule_id"] for a in alerts} == {"i94-heavy-volume"}
+    heavy = [a for a in alerts if a["rule_id"] == "i94-heavy-volume"]
+    assert len(heavy) == sum(e.attributes["volume"] >= 6500 for e in events)
+    assert {a["rule_id"] for a in alerts} == {"i94-heavy-volume", "i94-sudden-drop",
+                                              "i94-congestion-persisting"}

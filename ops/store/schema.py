@@ -193,3 +193,4 @@ class ForecastModelRow(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
     serialized: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    grid: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

@@ -1,0 +1,75 @@
+"""Stateful-rule state: a dict in the worker, backed by a changelog topic.
+
+Each ``events`` frame's state changes leave as **one** changelog message on the frame's
+partition, after the frame's alerts are acknowledged; a worker that starts (or is given
+a partition) replays that partition's changelog before it evaluates the partition's
+frames. A frame is thus applied to the state all or nothing, and the offsets stamped on
+every value (see :class:`citywatch.rules.state.FrameState`) make a re-read frame a no-op
+for the state.
+
+Faust tables were the first choice; their recovery waits forever on the embedded
+broker, which reports a partition's high watermark as the base offset of its last record
+batch (see :mod:`citywatch.ops.kafka_admin`); this store reads changelogs to their true
+end and works the same on any Kafka.
+
+Example:
+    >>> state = ChangelogState()
+    >>> state.set("rule@v|e1", [3, {"n": 1}])
+    >>> state.take_writes()
+    {'rule@v|e1': [3, {'n': 1}]}
+    >>> state.apply(encode_writes({"rule@v|e2": [4, {"n": 2}]}))
+    >>> sorted(state.data)
+    ['rule@v|e1', 'rule@v|e2']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import msgspec
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+def encode_writes(writes: dict[str, Any]) -> bytes:
+    return _encoder.encode(writes)
+
+
+class ChangelogState:
+    """A :class:`citywatch.rules.state.StateStore` whose writes are collected per frame
+    for the changelog, and which is rebuilt by replaying the changelog."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+        self.recovered: set[int] = set()
+        self._writes: dict[str, Any] = {}
+
+    def get(self, key: str) -> Any:
+        return self.data.get(key)
+
+    def set(self, key: str, value: Any) -> None:
+        self.data[key] = value
+        self._writes[key] = value
+
+    def items_with_prefix(self, prefix: str) -> Iterator[tuple[str, Any]]:
+        return ((k, v) for k, v in list(self.data.items()) if k.startswith(prefix))
+
+    def take_writes(self) -> dict[str, Any]:
+        """The writes since the last call (one changelog message)."""
+        writes, self._writes = self._writes, {}
+        return writes
+
+    def apply(self, message: bytes) -> None:
+        """Replay one changelog message."""
+        self.data.update(_decoder.decode(message))
+
+    def recover(self, partition: int, messages: Iterable[bytes]) -> int:
+        """Replay a partition's changelog; returns the number of messages applied."""
+        count = 0
+        for message in messages:
+            self.apply(message)
+            count += 1
+        self.recovered.add(partition)
+        return count
