@@ -1,11 +1,13 @@
-"""Benchmark: 100k events through (a) a bare one-event-per-message Faust agent doing
-decode + one threshold and (b) the citywatch pipeline (ingest → micro-batches → all demo
-rules with zone lookup → alerts → store), both on the embedded broker, in one run.
+"""Benchmark (b) of the rules issue: events through (a) a bare one-event-per-message
+Faust agent doing decode + one threshold and (b) the citywatch worker (ingest: decode and
+validate → columnar micro-batches → zone lookup over 1,000 zones → 50 rules → alerts,
+one per message → incident store), both on the embedded broker, in one run.
 
-Events are real EPA PM2.5 readings from the bundled demo slice, repeated with distinct
-record ids to reach the count. Prints one JSON object with both rates and their ratio.
+Events are real EPA PM2.5 readings, repeated with distinct record ids; the rules are
+``workload.py``'s (typical alerting: ~2 % of events). Prints one JSON object with both
+rates and their ratio.
 
-Usage: python bench/pipeline.py [--events 100000]
+Usage: python bench/pipeline.py [--events 300000] [--batch 2000] [--alerting typical]
 """
 
 from __future__ import annotations
@@ -19,28 +21,17 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
 from confluent_kafka import Producer
+from workload import events, rules, write_grid
 
-from citywatch.connectors.file import FileSource, load_feed
 from citywatch.ops.broker import EmbeddedBroker
 from citywatch.ops.kafka_admin import KafkaAdmin
 from citywatch.ops.progress import wait_until_drained
-from citywatch.ops.settings import DEMO_DIR, Settings
+from citywatch.ops.settings import Settings
+from citywatch.ops.store.store import IncidentStore
 from citywatch.ops.worker_process import WorkerProcess
-from citywatch.streams.envelope import Envelope, encode_envelope, make_envelope
-
-
-def real_events(total: int) -> list[bytes]:
-    feed = load_feed(DEMO_DIR / "feeds/epa_pm25_nyc.yaml")
-    base = [e for e in FileSource(feed).run() if isinstance(e, Envelope)]
-    out = []
-    for i in range(total):
-        e = base[i % len(base)]
-        out.append(encode_envelope(make_envelope(
-            source=e.source, source_record_id=f"{e.id}/{i}", domain=e.domain, kind=e.kind,
-            time=e.time, entity_id=e.entity_id, geometry=e.geometry,
-            attributes=e.attributes)))
-    return out
+from citywatch.streams.envelope import encode_envelope
 
 
 def produce(bootstrap: str, topic: str, payloads: list[bytes]) -> None:
@@ -81,12 +72,18 @@ def bench_bare(bootstrap: str, payloads: list[bytes], workdir: Path) -> dict[str
             "events_per_s": round(data["count"] / seconds)}
 
 
-def bench_pipeline(bootstrap: str, payloads: list[bytes], workdir: Path) -> dict[str, float]:
+def bench_pipeline(bootstrap: str, payloads: list[bytes], workdir: Path, batch: int,
+                   alerting: str) -> dict[str, float]:
     """Start the worker, let both stages join (one warm-up event), then produce all events
     at once and time until every stage has drained."""
+    grid_path = write_grid(workdir / "grid.geojson")
+    rules_path = workdir / "rules.yaml"
+    rules_path.write_text(yaml.safe_dump(rules(alerting, str(grid_path)).model_dump(
+        mode="json")))
     settings = Settings(kafka_bootstrap=bootstrap, topic_prefix="bench.", app_id="bench-cw",
                         database_url=f"sqlite:///{workdir / 'bench.db'}",
-                        data_dir=workdir / "cw-data")
+                        data_dir=workdir / "cw-data", rules_path=rules_path,
+                        batch_max_events=batch)
     topic = settings.topics.raw("environment")
     with KafkaAdmin(bootstrap) as admin:
         admin.ensure_topics(settings.topics.all)
@@ -98,19 +95,26 @@ def bench_pipeline(bootstrap: str, payloads: list[bytes], workdir: Path) -> dict
             wait_until_drained(admin, settings, alive=worker.alive, poll=0.1)
             seconds = time.perf_counter() - started
     total = len(payloads) - 1
+    store = IncidentStore(settings.database_url)
+    alerts = store.counts()["alerts_total"]
+    store.close()
     return {"events": total, "seconds": round(seconds, 3),
-            "events_per_s": round(total / seconds)}
+            "events_per_s": round(total / seconds), "alerts_stored": alerts}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument("--bare-events", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument("--alerting", choices=["typical", "heavy"], default="typical")
     args = parser.parse_args()
-    payloads = real_events(args.events)
+    payloads = [encode_envelope(e) for e in events(args.events)]
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
         workdir = Path(tmp)
-        bare = bench_bare(broker.bootstrap, payloads, workdir)
-        pipeline = bench_pipeline(broker.bootstrap, payloads, workdir)
+        bare = bench_bare(broker.bootstrap, payloads[:args.bare_events], workdir)
+        pipeline = bench_pipeline(broker.bootstrap, payloads, workdir, args.batch,
+                                  args.alerting)
     print(json.dumps({"bare_faust": bare, "citywatch_pipeline": pipeline,
                       "ratio": round(pipeline["events_per_s"] / bare["events_per_s"], 2)}))
 

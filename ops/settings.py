@@ -46,6 +46,10 @@ class Settings(BaseSettings):
         default=6.0, gt=0,
         description="Consumer session timeout (s). Low values make group joins on the "
         "embedded broker fast; raise it on busy production clusters.")
+    fetch_max_wait_ms: int = Field(
+        default=50, ge=1, le=30000,
+        description="Longest time a worker's fetch waits for new data (Faust's fixed 1.5 s "
+                    "stalls the embedded broker's agents).")
     commit_interval: float = Field(default=0.5, gt=0, description="Offset commit interval (s).")
     log_level: str = Field(default="warn", description="Worker log level.")
     rules_poll_seconds: float = Field(default=2.0, gt=0,

@@ -71,6 +71,7 @@ from citywatch.rules.stateful import (
     run_rate_of_change,
     run_window,
 )
+from citywatch.streams.batch import ColumnFrame
 from citywatch.streams.envelope import Envelope
 
 Mask = NDArray[np.bool_]
@@ -133,6 +134,7 @@ class RuleEngine:
         self._fields = {r.id: {f for _, f, _, _ in Formatter().parse(r.alert.message) if f}
                         for r in self.rules}
         self._gates = {r.id: Gate(r.alert) for r in self.stateful}
+        self._tests: dict[int, Callable[[EventFrame], Mask]] = {}
         self._roster = AbsenceRoster()
         self._position = 0
         self.late_counts: Counter[str] = Counter()
@@ -151,7 +153,7 @@ class RuleEngine:
         result.commit_state()
         return result.alerts
 
-    def process(self, events: Sequence[Envelope], position: int | None = None,
+    def process(self, events: Sequence[Envelope] | ColumnFrame, position: int | None = None,
                 origins: tuple[Sequence[str], Sequence[int]] | None = None) -> Evaluation:
         """Alerts and late events for one batch read at stream ``position`` (a frame
         replayed at the same position leaves already-updated state alone).
@@ -163,15 +165,22 @@ class RuleEngine:
             self._position += 1
             position = self._position
         result = Evaluation([])
-        if not events:
+        if isinstance(events, ColumnFrame):
+            frame = EventFrame(events, self.zones)
+            if origins is None and events.origins:
+                origins = (events.origins, events.offsets)
+        else:
+            frame = EventFrame.from_envelopes(events, self.zones)
+        if not frame.size:
             return result
-        frame = EventFrame(events, self.zones)
         raised_at = datetime.now(UTC)
         for rule in self.stateless:
             mask = self._eligible(rule, frame)
             if not mask.any():
                 continue
-            mask &= self._condition(rule.condition, frame)
+            mask = mask & self._condition(rule.condition, frame)
+            if not mask.any():
+                continue
             for i in np.flatnonzero(mask):
                 result.alerts.append(self._alert(rule, frame, int(i), raised_at))
         if self.stateful:
@@ -184,14 +193,14 @@ class RuleEngine:
                 result.alerts.extend(self._gated_alerts(rule, ctx, outcomes, raised_at))
             for item in late:
                 self.late_counts[item.rule_id] += 1
-                result.late.append((frame.events[item.index], item.rule_id, item.reason))
+                result.late.append((frame.event(item.index), item.rule_id, item.reason))
         return result
 
     def flush(self) -> list[Alert]:
         """End of input (dry runs, backtests): close every open window and score it."""
         self._position += 1
         state = FrameState(self.state, self._position)
-        frame = EventFrame([], self.zones)
+        frame = EventFrame.from_envelopes([], self.zones)
         alerts: list[Alert] = []
         for rule in self.stateful:
             cond = rule.condition
@@ -241,9 +250,9 @@ class RuleEngine:
         return zl.zone_names, zl.zone_ids
 
     def _eligible(self, rule: Rule, frame: EventFrame) -> Mask:
-        mask = frame.domain == rule.domain
+        mask = frame.domain_is(rule.domain)
         if rule.kinds:
-            mask &= np.isin(frame.kind, rule.kinds)
+            mask = mask & frame.kind_in(rule.kinds)
         return mask
 
     def _rows(self, mask: Mask, where: Condition | None, frame: EventFrame) -> list[int]:
@@ -270,11 +279,13 @@ class RuleEngine:
         if isinstance(cond, Absence):
             return run_absence(cond, ctx, self._rows(eligible, cond.where, frame),
                                self._roster)
-        if isinstance(cond, ForecastExceedance):
-            return self._forecast_exceedance(cond, frame, self._rows(eligible, cond.where,
-                                                                     frame))
-        if isinstance(cond, Anomaly):
-            return self._anomaly(cond, ctx, self._rows(eligible, cond.where, frame))
+        if isinstance(cond, ForecastExceedance | Anomaly):
+            if cond.entity is not None:
+                eligible = eligible & frame.entity_is(cond.entity)
+            rows = self._rows(eligible, cond.where, frame)
+            if isinstance(cond, Anomaly):
+                return self._anomaly(cond, ctx, rows)
+            return self._forecast_exceedance(cond, ctx, rows)
         if isinstance(cond, Geofence):
             layer = self.zones.layers[cond.layer]
             return run_geofence(cond, ctx, self._rows(eligible, None, frame),
@@ -285,12 +296,14 @@ class RuleEngine:
         rows = eligible if gate.until_clear else eligible & holds
         times = frame.times
         return [Outcome(time=float(times[i]), hit=bool(holds[i]),
-                        group=frame.events[i].entity_id, index=i)
+                        group=frame.entity_ids[i], index=i)
                 for i in np.flatnonzero(rows).tolist()]
 
-    def _forecast_exceedance(self, cond: ForecastExceedance, frame: EventFrame,
+    def _forecast_exceedance(self, cond: ForecastExceedance, ctx: Context,
                              rows: list[int]) -> list[Outcome]:
-        """Look ahead in the series' forecast grid from each event's time."""
+        """Look ahead in the series' forecast grid from each event's time; warn once per
+        entity and expected crossing (state: the crossing last warned of)."""
+        frame = ctx.frame
         grid = self.forecasts.get(cond.series)
         if grid is None or not rows:
             return []
@@ -298,13 +311,23 @@ class RuleEngine:
         slots = grid.first_crossing(times, cond.bound, cond.op, cond.value, cond.horizon)
         outcomes = []
         likely = _OPS[cond.op](grid.yhat, cond.value)
+        warned: dict[str, tuple[bool, Any]] = {}
         for i, t, slot in zip(rows, times.tolist(), slots.tolist(), strict=True):
             if slot < 0:
                 continue
             expected = grid.time_of(slot)
+            entity = frame.entity_ids[i]
+            key = f"{ctx.prefix}{entity}"
+            if entity not in warned:
+                warned[entity] = ctx.state.load(key)
+            fresh, last = warned[entity]
+            if not fresh or last == [grid.model_version, expected]:
+                continue
+            warned[entity] = (True, [grid.model_version, expected])
+            ctx.state.save(key, [grid.model_version, expected])
             lead = expected - t
             outcomes.append(Outcome(
-                time=t, hit=True, group=frame.events[i].entity_id, index=i,
+                time=t, hit=True, group=frame.entity_ids[i], index=i,
                 window=f"forecast@{iso(expected)}", id_time=expected,
                 model=(grid.model_id, grid.model_version),
                 urgency="Expected" if lead <= 3600 else "Future",
@@ -330,7 +353,7 @@ class RuleEngine:
             outside = known & ((observed < grid.lower[at]) | (observed > grid.upper[at]))
         if cond.count == 1:
             outcomes = [Outcome(time=float(frame.times[i]), hit=True,
-                                group=frame.events[i].entity_id, index=i)
+                                group=frame.entity_ids[i], index=i)
                         for i in rows if outside[i]]
         else:
             outcomes = run_persistence(
@@ -352,9 +375,9 @@ class RuleEngine:
         layer = self.zones.layers[cond.layer]
         masks = []
         for side in (cond.first, cond.second):
-            mask = (frame.domain == side.domain) & frame.derived["fresh"]
+            mask = frame.domain_is(side.domain) & frame.derived["fresh"]
             if side.kinds:
-                mask &= np.isin(frame.kind, side.kinds)
+                mask &= frame.kind_in(side.kinds)
             if side.condition is not None and mask.any():
                 mask &= self._condition(side.condition, frame)
             masks.append(mask)
@@ -380,12 +403,12 @@ class RuleEngine:
         for o in outcomes:
             key = o.group
             if template is not None:
-                values = _TemplateValues(frame.events[o.index].attributes
+                values = _TemplateValues(frame.event(o.index).attributes
                                          if o.index >= 0 else {})
                 values.update(o.values, entity_id=o.group,
                               zone=o.zone[1] if o.zone else o.values.get("zone", "-"))
                 if o.index >= 0:
-                    values.update(entity_id=frame.events[o.index].entity_id,
+                    values.update(entity_id=frame.entity_ids[o.index],
                                   zone=self._zone_of(rule, frame, o.index)[1] or "-")
                 key = _render(template, values)
             keyed.append((key, o))
@@ -400,38 +423,55 @@ class RuleEngine:
                 for o in passed]
 
     def _condition(self, cond: Condition, frame: EventFrame) -> Mask:
+        """The condition's mask over the frame (a function compiled once per condition)."""
+        test = self._tests.get(id(cond))
+        if test is None:
+            test = self._tests[id(cond)] = self._compile(cond)
+        return test(frame)
+
+    def _compile(self, cond: Condition) -> Callable[[EventFrame], Mask]:
         if isinstance(cond, Threshold):
-            col = frame.column(cond.attribute)
-            with np.errstate(invalid="ignore"):
-                if cond.range is not None:
-                    low, high = cond.range
-                    inside = (col >= low) & (col <= high)
-                    return inside if cond.op == "between" else ~inside & ~np.isnan(col)
-                return _OPS[cond.op](col, cond.value) & ~np.isnan(col)
+            attribute = cond.attribute
+            if cond.range is not None:
+                low, high = cond.range
+                if cond.op == "between":
+                    return lambda f: (f.column(attribute) >= low) & (f.column(attribute) <= high)
+                return lambda f: ((f.column(attribute) < low) | (f.column(attribute) > high))
+            compare, value = _OPS[cond.op], cond.value
+            if cond.op == "!=":  # NaN compares False everywhere else: no masking needed
+                return lambda f: compare(f.column(attribute), value) & f.known(attribute)
+            return lambda f: compare(f.column(attribute), value)
         if isinstance(cond, Match):
-            wanted = set(cond.values)
-            return np.fromiter((v in wanted for v in frame.text_column(cond.attribute)),
-                               dtype=bool, count=frame.size)
+            wanted, attribute = set(cond.values), cond.attribute
+            return lambda f: np.fromiter((v in wanted for v in f.text_column(attribute)),
+                                         dtype=bool, count=f.size)
         if isinstance(cond, Proximity):
-            return self._near(cond, frame)[0]
+            return lambda f: self._near(cond, f)[0]
         if isinstance(cond, Not):
-            return ~self._condition(cond.condition, frame)
+            inner = self._compile(cond.condition)
+            return lambda f: ~inner(f)
         if isinstance(cond, InZone):
-            zone = frame.zones[cond.layer]
-            inside = zone >= 0
-            if cond.zones is not None:
-                inside &= self._zone_sets[id(cond)][np.maximum(zone, 0)]
-            return ~inside if cond.outside else inside
-        if isinstance(cond, AllOf):
-            mask = np.ones(frame.size, dtype=bool)
-            for sub in cond.conditions:
-                mask &= self._condition(sub, frame)
-            return mask
-        if isinstance(cond, AnyOf):
-            mask = np.zeros(frame.size, dtype=bool)
-            for sub in cond.conditions:
-                mask |= self._condition(sub, frame)
-            return mask
+            layer, outside = cond.layer, cond.outside
+            named = self._zone_sets.get(id(cond))
+            if named is None:
+                return (lambda f: f.zones[layer] < 0) if outside else (
+                    lambda f: f.zones[layer] >= 0)
+
+            def in_named(f: EventFrame) -> Mask:
+                zone = f.zones[layer]
+                inside = (zone >= 0) & named[np.maximum(zone, 0)]
+                return ~inside if outside else inside
+            return in_named
+        if isinstance(cond, AllOf | AnyOf):
+            subs = [self._compile(c) for c in cond.conditions]
+            combine = np.logical_and if isinstance(cond, AllOf) else np.logical_or
+
+            def folded(f: EventFrame) -> Mask:
+                mask = subs[0](f)
+                for sub in subs[1:]:
+                    mask = combine(mask, sub(f))
+                return mask
+            return folded
         raise TypeError(f"unknown condition {cond!r}")
 
     def _near(self, cond: Proximity, frame: EventFrame,
@@ -442,16 +482,16 @@ class RuleEngine:
             if cond.point is not None:
                 point_key = ("distance", cond.point)
                 if point_key not in frame.derived:  # shared by every rule near this point
-                    frame.derived[point_key] = distances_to_point(frame.lon, frame.lat,
-                                                                  cond.point)
+                    frame.derived[point_key] = frame.per_place(distances_to_point(
+                        frame.place_lon, frame.place_lat, cond.point))
                 dist = frame.derived[point_key]
                 index = np.where(dist <= cond.within_m, 0, -1)
             else:
                 assert cond.sites is not None
-                index, dist = self.sites[cond.sites].nearest_within(frame.lon, frame.lat,
-                                                                    cond.within_m)
-            with np.errstate(invalid="ignore"):
-                frame.derived[key] = (dist <= cond.within_m, index, dist)
+                index, dist = self.sites[cond.sites].nearest_within(
+                    frame.place_lon, frame.place_lat, cond.within_m)
+                index, dist = frame.per_place(index), frame.per_place(dist)
+            frame.derived[key] = (dist <= cond.within_m, index, dist)
         return frame.derived[key]
 
     def _zone_of(self, rule: Rule, frame: EventFrame, i: int,
@@ -466,7 +506,7 @@ class RuleEngine:
 
     def _alert(self, rule: Rule, frame: EventFrame, i: int, raised_at: datetime,
                outcome: Outcome | None = None, dedupe: str | None = None) -> Alert:
-        event = frame.events[i]
+        event = frame.event(i)
         layer_name = rule.incident_layer
         zone_id, zone_name = outcome.zone if outcome and outcome.zone else self._zone_of(
             rule, frame, i)

@@ -1,4 +1,5 @@
-"""A column view of a batch of envelopes, built once per batch for vectorised rules.
+"""The column view of one batch that rules evaluate: numpy arrays over a
+:class:`~citywatch.streams.batch.ColumnFrame`, zones looked up once per layer.
 
 Example:
     >>> from datetime import datetime, timezone
@@ -7,81 +8,102 @@ Example:
     >>> evs = [make_envelope(source="s", source_record_id=str(i), domain="traffic",
     ...        kind="traffic.volume", time=datetime(2024, 1, 1, tzinfo=timezone.utc),
     ...        entity_id="atr", attributes={"volume": v}) for i, v in enumerate([1, "x"])]
-    >>> EventFrame(evs, ZoneIndex([])).column("volume").tolist()
+    >>> EventFrame.from_envelopes(evs, ZoneIndex([])).column("volume").tolist()
     [1.0, nan]
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import shapely
 from numpy.typing import NDArray
 
 from citywatch.geo.zones import ZoneIndex
-from citywatch.streams.envelope import AttributeValue, Envelope
-
-
-def _number(value: AttributeValue) -> float:
-    if isinstance(value, bool):
-        return 1.0 if value else 0.0
-    if isinstance(value, int | float):
-        return float(value)
-    return math.nan
-
-
-def _location(geometry: dict[str, Any] | None) -> tuple[float, float]:
-    if geometry is None:
-        return (math.nan, math.nan)
-    if geometry.get("type") == "Point":
-        coords = geometry["coordinates"]
-        return (coords[0], coords[1])
-    centre = shapely.geometry.shape(geometry).representative_point()
-    return (centre.x, centre.y)
+from citywatch.streams.batch import DOMAIN_CODES, ColumnFrame, build_frame
+from citywatch.streams.envelope import Envelope
 
 
 class EventFrame:
-    """Columns of one batch: domain, kind, location, zones per layer, numeric attributes."""
+    """Columns of one batch: domain and kind codes, time, location, zones per layer,
+    numeric and text attributes; envelopes are decoded only for the rows that need them.
+    """
 
-    def __init__(self, events: Sequence[Envelope], zones: ZoneIndex) -> None:
-        self.events = events
-        self.size = len(events)
-        self.domain = np.array([e.domain for e in events], dtype=object)
-        self.kind = np.array([e.kind for e in events], dtype=object)
-        coords = np.array([_location(e.geometry) for e in events],
-                          dtype=np.float64).reshape(-1, 2)
-        self.lon, self.lat = coords[:, 0], coords[:, 1]
-        self.zones: dict[str, NDArray[np.int64]] = zones.lookup(self.lon, self.lat)
-        self._columns: dict[str, NDArray[np.float64]] = {}
+    def __init__(self, columns: ColumnFrame, zones: ZoneIndex,
+                 events: Sequence[Envelope] | None = None) -> None:
+        self.columns = columns
+        self.size = columns.size
+        self.ids = columns.ids
+        self.entity_ids = columns.entity_ids
+        self.domain = np.frombuffer(columns.domains, dtype=np.uint8)
+        self.kind = np.frombuffer(columns.kinds, dtype=np.uint16)
+        self.kind_codes = {name: code for code, name in enumerate(columns.kind_names)}
+        self.times = np.frombuffer(columns.times, dtype=np.float64)
+        self.lon = np.frombuffer(columns.lons, dtype=np.float64)
+        self.lat = np.frombuffer(columns.lats, dtype=np.float64)
+        # sensors repeat their coordinates: geometry work is done once per distinct place
+        places, self.place = np.unique(self.lon + 1j * self.lat, return_inverse=True)
+        self.place_lon, self.place_lat = places.real.copy(), places.imag.copy()
+        self.zones: dict[str, NDArray[np.int64]] = {
+            layer: found[self.place]
+            for layer, found in zones.lookup(self.place_lon, self.place_lat).items()}
         self.derived: dict[Any, Any] = {}  # per-frame results other conditions share
+        self._events: list[Envelope | None] = (list(events) if events is not None
+                                               else [None] * self.size)
 
-    @property
-    def times(self) -> NDArray[np.float64]:
-        """Event times as epoch seconds."""
-        col = self.derived.get("times")
-        if col is None:
-            col = np.fromiter((e.time.timestamp() for e in self.events), dtype=np.float64,
-                              count=self.size)
-            self.derived["times"] = col
-        return col
+    @classmethod
+    def from_envelopes(cls, events: Sequence[Envelope], zones: ZoneIndex) -> EventFrame:
+        return cls(build_frame(events, raws=[b""] * len(events)), zones, events)
 
-    def text_column(self, attribute: str) -> NDArray[np.object_]:
-        """Values of ``attribute`` as objects (``None`` where missing)."""
-        key = ("text", attribute)
-        col = self.derived.get(key)
-        if col is None:
-            col = np.array([e.attributes.get(attribute) for e in self.events], dtype=object)
-            self.derived[key] = col
-        return col
+    def per_place(self, values: NDArray[Any]) -> NDArray[Any]:
+        """Expand values computed per distinct place (``place_lon``/``place_lat``) to
+        one per event."""
+        return values[self.place]
+
+    def event(self, i: int) -> Envelope:
+        """Row ``i`` as an envelope (decoded once, on demand)."""
+        event = self._events[i]
+        if event is None:
+            event = self._events[i] = self.columns.envelope(i)
+        return event
+
+    def domain_is(self, domain: str) -> NDArray[np.bool_]:
+        key = ("domain", domain)
+        mask = self.derived.get(key)
+        if mask is None:
+            mask = self.derived[key] = self.domain == DOMAIN_CODES[domain]
+        return mask
+
+    def entity_is(self, entity: str) -> NDArray[np.bool_]:
+        key = "entities"
+        ids = self.derived.get(key)
+        if ids is None:
+            ids = self.derived[key] = np.array(self.entity_ids, dtype=object)
+        return ids == entity
+
+    def kind_in(self, kinds: Sequence[str]) -> NDArray[np.bool_]:
+        codes = [self.kind_codes[k] for k in kinds if k in self.kind_codes]
+        if not codes:
+            return np.zeros(self.size, dtype=bool)
+        return np.isin(self.kind, codes)
+
+    def text_column(self, attribute: str) -> list[str | None]:
+        """Text values of ``attribute`` (``None`` where missing or not text)."""
+        return self.columns.texts.get(attribute) or [None] * self.size
 
     def column(self, attribute: str) -> NDArray[np.float64]:
         """Numeric values of ``attribute``; NaN where missing or not a number."""
-        col = self._columns.get(attribute)
+        key = ("column", attribute)
+        col = self.derived.get(key)
         if col is None:
-            col = np.fromiter((_number(e.attributes.get(attribute)) for e in self.events),
-                              dtype=np.float64, count=self.size)
-            self._columns[attribute] = col
+            col = self.derived[key] = self.columns.number(attribute)
         return col
+
+    def known(self, attribute: str) -> NDArray[np.bool_]:
+        """Where ``attribute`` has a number."""
+        key = ("known", attribute)
+        mask = self.derived.get(key)
+        if mask is None:
+            mask = self.derived[key] = ~np.isnan(self.column(attribute))
+        return mask

@@ -268,6 +268,8 @@ class ForecastExceedance(_Strict):
 
     type: Literal["forecast_exceedance"]
     series: str = Field(min_length=1)
+    entity: str | None = None
+    """Only events of this entity (the one the series describes); default: all."""
     op: Literal[">", ">=", "<", "<="]
     value: float
     horizon: Duration
@@ -281,6 +283,8 @@ class Anomaly(_Strict):
 
     type: Literal["anomaly"]
     series: str = Field(min_length=1)
+    entity: str | None = None
+    """Only events of this entity (the one the series describes); default: all."""
     attribute: str = Field(min_length=1)
     count: int = Field(default=1, ge=1)
     where: Condition | None = None

@@ -135,7 +135,7 @@ class Context:
         self.late.append(LateEvent(index, self.rule_id, reason))
 
     def entity(self, i: int) -> str:
-        return self.frame.events[i].entity_id
+        return self.frame.entity_ids[i]
 
 
 def run_window(cond: Window, ctx: Context, rows: list[int],
@@ -172,7 +172,6 @@ def run_window(cond: Window, ctx: Context, rows: list[int],
                                  f"by more than allowed_lateness {cond.allowed_lateness:g}s; "
                                  "its window has closed")
                 continue
-            event = frame.events[i]
             for s in starts:
                 acc = st["w"].setdefault(repr(s), [0, 0.0, None, None, [], []])
                 acc[0] += 1
@@ -182,9 +181,9 @@ def run_window(cond: Window, ctx: Context, rows: list[int],
                     acc[3] = v if acc[3] is None else max(acc[3], v)
                     if cond.aggregate == "p95":
                         acc[4].append(v)
-                acc[5].append(event.id)
+                acc[5].append(frame.ids[i])
             if zone_col is None:
-                st["g"] = event.geometry
+                st["g"] = frame.event(i).geometry
             st["wm"] = t if wm is None else max(wm, t)
             outcomes.extend(close_windows(cond, st, group, zone_names, zone_ids))
         ctx.state.save(key, st)
@@ -244,8 +243,8 @@ def run_rate_of_change(cond: RateOfChange, ctx: Context, rows: list[int]) -> lis
                 outcomes.append(Outcome(
                     time=t, hit=COMPARE[cond.op](rate, cond.value), group=entity, index=i,
                     values={"rate": round(rate, 3), "previous": st["v"]},
-                    source_ids=[st["id"], frame.events[i].id]))
-            st = {"t": t, "v": v, "id": frame.events[i].id}
+                    source_ids=[st["id"], frame.ids[i]]))
+            st = {"t": t, "v": v, "id": frame.ids[i]}
         ctx.state.save(key, st)
     return outcomes
 
@@ -278,7 +277,7 @@ def run_persistence(cond: Persistence, ctx: Context, rows: list[int],
             if st["start"] is None:
                 st["start"] = t
             st["n"] += 1
-            st["ids"] = [*st["ids"][-99:], frame.events[i].id]
+            st["ids"] = [*st["ids"][-99:], frame.ids[i]]
             held = (st["n"] >= cond.count if cond.count is not None
                     else t - st["start"] >= (cond.duration or 0))
             if held and not st["done"]:
@@ -337,7 +336,7 @@ def run_absence(cond: Absence, ctx: Context, rows: list[int],
                 outcomes.append(silent(entity, st))
             if st is not None and (st["alerted"] or t - st["t"] > cond.after):
                 outcomes.append(Outcome(time=t, hit=False, group=entity, index=i))
-            event = frame.events[i]
+            event = frame.event(i)
             st = {"t": t, "id": event.id, "g": event.geometry, "alerted": False}
         seen[entity] = st["t"]
         ctx.state.save(key, st)
@@ -422,7 +421,7 @@ def run_correlate(cond: Correlate, ctx: Context, sides: list[tuple[int, int, int
         for k in entries:
             i, side, _ = sides[k]
             t = float(times[i])
-            event = frame.events[i]
+            event = frame.event(i)
             if st["wm"] is not None and t < st["wm"] - cond.within:
                 ctx.mark_late(i, f"event time {iso(t)} is more than {cond.within:g}s "
                                  f"behind the zone's stream time {iso(st['wm'])}")

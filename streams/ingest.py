@@ -76,6 +76,7 @@ class RawIngest(Service):
             auto_offset_reset="earliest", session_timeout_ms=timeout_ms,
             heartbeat_interval_ms=max(100, timeout_ms // 6),
             rebalance_timeout_ms=timeout_ms, max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
             client_id="citywatch-ingest")
         self.producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap, acks=1, linger_ms=2,
@@ -139,7 +140,8 @@ class RawIngest(Service):
                 chunk = pairs[start:start + size]
                 frame = encode_batch([env for env, _ in chunk],
                                      [f"{rec.topic}/{rec.partition}" for _, rec in chunk],
-                                     [rec.offset for _, rec in chunk])
+                                     [rec.offset for _, rec in chunk],
+                                     raws=[rec.value or b"" for _, rec in chunk])
                 futures.append(await self.producer.send(self.topics.events, frame,
                                                         partition=partition))
         for letter in bad:
