@@ -39,7 +39,7 @@ class ForecastGrid:
     yhat: NDArray[np.float64]
     lower: NDArray[np.float64]
     upper: NDArray[np.float64]
-    _crossings: dict[tuple[str, str, float], NDArray[np.int64]] = field(
+    _crossings: dict[tuple[str, str, float], Any] = field(
         default_factory=dict, repr=False)
 
     @classmethod
@@ -98,20 +98,35 @@ class ForecastGrid:
     def bound(self, name: str) -> NDArray[np.float64]:
         return {"yhat": self.yhat, "upper": self.upper, "lower": self.lower}[name]
 
-    def first_crossing(self, times: NDArray[np.float64], bound: str, op: str,
-                       value: float, horizon: float) -> NDArray[np.int64]:
-        """For each time, the first grid slot at or after it, within ``horizon`` seconds,
-        where ``bound <op> value``; -1 if none. One reverse scan per (bound, op, value),
-        then a vectorised lookup per batch."""
+    def _crossing_tables(self, bound: str, op: str, value: float,
+                         ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """(first crossing slot at or after each slot, start of the crossing episode
+        holding each slot), computed once per (bound, op, value)."""
         key = (bound, op, value)
-        following = self._crossings.get(key)
-        if following is None:
+        tables = self._crossings.get(key)
+        if tables is None:
             with np.errstate(invalid="ignore"):
                 crosses = _OPS[op](self.bound(bound), value)
             following = np.full(len(crosses) + 1, -1, dtype=np.int64)
             for k in range(len(crosses) - 1, -1, -1):
                 following[k] = k if crosses[k] else following[k + 1]
-            self._crossings[key] = following
+            starts = np.full(len(crosses), -1, dtype=np.int64)
+            for k in range(len(crosses)):
+                if crosses[k]:
+                    starts[k] = starts[k - 1] if k and crosses[k - 1] else k
+            tables = self._crossings[key] = (following, starts)
+        return tables
+
+    def episode_start(self, slot: int, bound: str, op: str, value: float) -> int:
+        """First slot of the run of crossing slots that holds ``slot``."""
+        return int(self._crossing_tables(bound, op, value)[1][slot])
+
+    def first_crossing(self, times: NDArray[np.float64], bound: str, op: str,
+                       value: float, horizon: float) -> NDArray[np.int64]:
+        """For each time, the first grid slot at or after it, within ``horizon`` seconds,
+        where ``bound <op> value``; -1 if none. One reverse scan per (bound, op, value),
+        then a vectorised lookup per batch."""
+        following = self._crossing_tables(bound, op, value)[0]
         first = np.ceil((times - self.start) / self.step)
         inside = (first <= len(self.yhat)) & (times <= self.end) & ~np.isnan(first)
         slot = np.clip(np.nan_to_num(first), 0, len(self.yhat)).astype(np.int64)

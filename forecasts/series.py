@@ -53,7 +53,14 @@ def load_series(source: str | IO[str], time_columns: list[str], value_column: st
         row = int(stamps.isna().to_numpy().nonzero()[0][0]) + 2
         raise SeriesError(f"line {row}: '{', '.join(time_columns)}' is not a time")
     values = pd.to_numeric(frame[value_column], errors="coerce")
-    data = pd.DataFrame({"ds": stamps, "y": values})
+    return regular_series(stamps, values, value_column, freq=freq)
+
+
+def regular_series(stamps: pd.Series, values: pd.Series, name: str, *,
+                   freq: str = "h") -> tuple[pd.Series, SeriesReport]:
+    """Average duplicated timestamps and lay the values on a regular ``freq`` grid (NA
+    and gaps stay NaN), with the report of what was done."""
+    data = pd.DataFrame({"ds": stamps.to_numpy(), "y": values.to_numpy()})
     duplicates = int(data["ds"].duplicated().sum())
     repeated = int(data["ds"].duplicated(keep=False).groupby(data["ds"]).any().sum())
     series = data.groupby("ds")["y"].mean().sort_index()
@@ -63,9 +70,38 @@ def load_series(source: str | IO[str], time_columns: list[str], value_column: st
     runs = (missing != missing.shift()).cumsum()[missing]
     sizes = runs.value_counts()
     step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq)).total_seconds() / 3600
-    report = SeriesReport(rows=len(frame), duplicates=duplicates,
+    report = SeriesReport(rows=len(data), duplicates=duplicates,
                           duplicated_timestamps=repeated, missing=int(missing.sum()),
                           gaps=int(len(sizes)),
                           largest_gap_hours=float(sizes.max() * step) if len(sizes) else 0.0)
-    series.name = value_column
+    series.name = name
     return series, report
+
+
+def series_from_events(bootstrap: str, topic: str, *, entity: str, attribute: str,
+                       freq: str = "h", timezone: str | None = None,
+                       ) -> tuple[pd.Series, SeriesReport]:
+    """The history of one entity's ``attribute`` read back from the ``events`` topic
+    (every partition, start to end); times in ``timezone`` wall-clock (UTC if None),
+    like a history file's."""
+    from citywatch.ops.kafka_admin import KafkaAdmin
+    from citywatch.streams.batch import decode_frame
+
+    times: list[float] = []
+    values: list[float] = []
+    with KafkaAdmin(bootstrap) as admin:
+        partitions = sorted(tp.partition for tp in admin.end_offsets([topic]))
+        for partition in partitions:
+            for _, payload in admin.read_partition(topic, partition):
+                frame = decode_frame(payload)
+                column = frame.number(attribute)
+                stamps = frame.array(frame.times)
+                for i, who in enumerate(frame.entity_ids):
+                    if who == entity:
+                        times.append(float(stamps[i]))
+                        values.append(float(column[i]))
+    if not times:
+        raise SeriesError(f"no events of entity '{entity}' in {topic}")
+    stamps_utc = pd.to_datetime(pd.Series(times), unit="s", utc=True)
+    local = stamps_utc.dt.tz_convert(timezone or "UTC").dt.tz_localize(None)
+    return regular_series(local, pd.Series(values), attribute, freq=freq)

@@ -18,22 +18,34 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from citywatch.forecasts.backtest import backtest
 from citywatch.forecasts.grid import ForecastGrid
 from citywatch.forecasts.models import ProphetModel, SeasonalNaive, holidays_from_column
-from citywatch.forecasts.series import load_series
+from citywatch.forecasts.series import SeriesReport, load_series, series_from_events
+
+
+class EventsHistory(BaseModel):
+    """History read back from the ``events`` topic: one entity's events."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bootstrap: str
+    topic: str
+    entity: str
 
 
 class SeriesSpec(BaseModel):
-    """One series to train: where its history is and how to read it."""
+    """One series to train: where its history is (a CSV file, or the events topic) and
+    how to read it; ``value`` is the column, or the attribute of the events."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     key: str = Field(min_length=1, max_length=200)
-    csv: str
-    time: list[str] = Field(min_length=1)
+    csv: str | None = None
+    events: EventsHistory | None = None
+    time: list[str] = Field(default=["time"], min_length=1)
     value: str
     freq: str = "h"
     holiday_column: str | None = None
@@ -47,6 +59,20 @@ class SeriesSpec(BaseModel):
     """Time zone of wall-clock times in the file (grid times are UTC)."""
     grid_steps: int = Field(default=24 * 7, ge=1)
     """Steps ahead of the history end that the forecast grid covers."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SeriesSpec:
+        if (self.csv is None) == (self.events is None):
+            raise ValueError("give exactly one of csv or events")
+        return self
+
+    def history(self) -> tuple[pd.Series, SeriesReport]:
+        if self.events is not None:
+            return series_from_events(self.events.bootstrap, self.events.topic,
+                                      entity=self.events.entity, attribute=self.value,
+                                      freq=self.freq, timezone=self.timezone)
+        assert self.csv is not None
+        return load_series(self.csv, self.time, self.value, freq=self.freq)
 
 
 @dataclass
@@ -69,11 +95,11 @@ class TrainedModel:
 
 def train_series(spec: SeriesSpec) -> TrainedModel:
     """Backtest, choose, and fit the chosen model on the latest ``train_window`` points."""
-    series, report = load_series(spec.csv, spec.time, spec.value, freq=spec.freq)
+    series, report = spec.history()
     if spec.until is not None:
         series = series[series.index <= pd.Timestamp(spec.until.replace(tzinfo=None))]
     holidays = (holidays_from_column(spec.csv, spec.time[0], spec.holiday_column)
-                if spec.holiday_column else None)
+                if spec.holiday_column and spec.csv else None)
     result = backtest(series, horizon=spec.horizon, folds=spec.folds,
                       train_window=spec.train_window, season=spec.season, holidays=holidays)
     chosen = result.get("selected", {}).get("model", "seasonal_naive")

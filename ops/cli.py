@@ -508,8 +508,9 @@ def forecasts_train(
 
     try:
         raw = yaml.safe_load(config.read_text())
-        specs = [SeriesSpec.model_validate({**item, "csv": str(config.parent / item["csv"])})
-                 for item in raw["series"]]
+        specs = [SeriesSpec.model_validate(
+            {**item, "csv": str(config.parent / item["csv"])} if item.get("csv") else item)
+            for item in raw["series"]]
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValidationError) as exc:
         typer.echo(f"configuration error: {config}: {exc}", err=True)
         raise typer.Exit(2) from None

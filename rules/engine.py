@@ -34,6 +34,7 @@ from citywatch.forecasts.grid import ForecastBook
 from citywatch.geo.sites import SiteLayer, distances_to_point
 from citywatch.geo.zones import ZoneIndex, ZoneLayer
 from citywatch.rules.alert import Alert, alert_id
+from citywatch.rules.forecast_kinds import score_anomaly, score_exceedance
 from citywatch.rules.frame import EventFrame
 from citywatch.rules.model import (
     Absence,
@@ -63,7 +64,6 @@ from citywatch.rules.stateful import (
     LateEvent,
     Outcome,
     close_windows,
-    iso,
     run_absence,
     run_correlate,
     run_geofence,
@@ -283,9 +283,12 @@ class RuleEngine:
             if cond.entity is not None:
                 eligible = eligible & frame.entity_is(cond.entity)
             rows = self._rows(eligible, cond.where, frame)
+            grid = self.forecasts.get(cond.series)
+            if grid is None or not rows:
+                return []
             if isinstance(cond, Anomaly):
-                return self._anomaly(cond, ctx, rows)
-            return self._forecast_exceedance(cond, ctx, rows)
+                return score_anomaly(cond, ctx, rows, grid)
+            return score_exceedance(cond, ctx, rows, grid)
         if isinstance(cond, Geofence):
             layer = self.zones.layers[cond.layer]
             return run_geofence(cond, ctx, self._rows(eligible, None, frame),
@@ -298,77 +301,6 @@ class RuleEngine:
         return [Outcome(time=float(times[i]), hit=bool(holds[i]),
                         group=frame.entity_ids[i], index=i)
                 for i in np.flatnonzero(rows).tolist()]
-
-    def _forecast_exceedance(self, cond: ForecastExceedance, ctx: Context,
-                             rows: list[int]) -> list[Outcome]:
-        """Look ahead in the series' forecast grid from each event's time; warn once per
-        entity and expected crossing (state: the crossing last warned of)."""
-        frame = ctx.frame
-        grid = self.forecasts.get(cond.series)
-        if grid is None or not rows:
-            return []
-        times = frame.times[rows]
-        slots = grid.first_crossing(times, cond.bound, cond.op, cond.value, cond.horizon)
-        outcomes = []
-        likely = _OPS[cond.op](grid.yhat, cond.value)
-        warned: dict[str, tuple[bool, Any]] = {}
-        for i, t, slot in zip(rows, times.tolist(), slots.tolist(), strict=True):
-            if slot < 0:
-                continue
-            expected = grid.time_of(slot)
-            entity = frame.entity_ids[i]
-            key = f"{ctx.prefix}{entity}"
-            if entity not in warned:
-                warned[entity] = ctx.state.load(key)
-            fresh, last = warned[entity]
-            if not fresh or last == [grid.model_version, expected]:
-                continue
-            warned[entity] = (True, [grid.model_version, expected])
-            ctx.state.save(key, [grid.model_version, expected])
-            lead = expected - t
-            outcomes.append(Outcome(
-                time=t, hit=True, group=frame.entity_ids[i], index=i,
-                window=f"forecast@{iso(expected)}", id_time=expected,
-                model=(grid.model_id, grid.model_version),
-                urgency="Expected" if lead <= 3600 else "Future",
-                certainty="Likely" if likely[slot] else "Possible",
-                values={"expected_at": iso(expected), "lead_minutes": round(lead / 60),
-                        "forecast": round(float(grid.yhat[slot]), 2),
-                        "forecast_lower": round(float(grid.lower[slot]), 2),
-                        "forecast_upper": round(float(grid.upper[slot]), 2),
-                        "model_id": grid.model_id, "model_version": grid.model_version}))
-        return outcomes
-
-    def _anomaly(self, cond: Anomaly, ctx: Context, rows: list[int]) -> list[Outcome]:
-        """Observed value outside the forecast interval at its time, ``count`` in a row."""
-        frame = ctx.frame
-        grid = self.forecasts.get(cond.series)
-        if grid is None or not rows:
-            return []
-        slots = grid.nearest(frame.times)
-        known = slots >= 0
-        at = np.maximum(slots, 0)
-        observed = frame.column(cond.attribute)
-        with np.errstate(invalid="ignore"):
-            outside = known & ((observed < grid.lower[at]) | (observed > grid.upper[at]))
-        if cond.count == 1:
-            outcomes = [Outcome(time=float(frame.times[i]), hit=True,
-                                group=frame.entity_ids[i], index=i)
-                        for i in rows if outside[i]]
-        else:
-            outcomes = run_persistence(
-                Persistence(type="persistence", count=cond.count,
-                            condition=Threshold(type="threshold", attribute=cond.attribute,
-                                                op=">", value=0)),
-                ctx, [i for i in rows if known[i]], outside)
-        for o in outcomes:
-            slot = int(at[o.index])
-            o.model = (grid.model_id, grid.model_version)
-            o.values.update(expected=round(float(grid.yhat[slot]), 2),
-                            expected_lower=round(float(grid.lower[slot]), 2),
-                            expected_upper=round(float(grid.upper[slot]), 2),
-                            model_id=grid.model_id, model_version=grid.model_version)
-        return outcomes
 
     def _correlate(self, cond: Correlate, ctx: Context) -> list[Outcome]:
         frame = ctx.frame

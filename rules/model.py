@@ -262,8 +262,9 @@ class ForecastExceedance(_Strict):
     (``yhat``) or the 80 % interval's ``upper`` (``lower`` for ``<`` thresholds).
 
     Alerts say when the crossing is expected; urgency is ``Expected`` when it is within
-    the hour, else ``Future``; certainty is ``Likely`` when the forecast itself crosses,
-    ``Possible`` when only the interval does. One alert per expected crossing.
+    the hour, ``Future`` when later (``Immediate`` when already under way); certainty is
+    ``Likely`` when the forecast itself crosses, ``Possible`` when only the interval
+    does. One alert per entity and crossing episode.
     """
 
     type: Literal["forecast_exceedance"]

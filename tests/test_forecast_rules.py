@@ -142,3 +142,10 @@ def test_grid_round_trip_and_lookups() -> None:
     assert grid.first_crossing(times, "yhat", ">=", 4.0, 4 * 3600).tolist() == [-1, 3, 3,
                                                                                 3, -1]
     assert grid.nearest(times).tolist() == [-1, 0, 0, 3, -1]
+
+
+def test_a_crossing_under_way_is_one_episode() -> None:
+    grid = ForecastGrid("s", "s:m", "v1", start=0.0, step=3600.0,
+                        yhat=np.array([1.0, 5.0, 6.0, 1.0, 7.0]), lower=np.zeros(5),
+                        upper=np.full(5, 9.0))
+    assert [grid.episode_start(k, "yhat", ">", 4.0) for k in (1, 2, 4)] == [1, 1, 4]

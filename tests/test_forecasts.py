@@ -173,3 +173,44 @@ def test_scheduled_retraining_saves_only_new_versions(shared_data: Path, tmp_pat
     rows = ModelRegistry(store).list()
     assert len(rows) == 1 and rows[0].grid and len(rows[0].grid["yhat"]) == 168
     store.close()
+
+
+def test_series_from_the_events_topic_matches_the_file(broker: str, shared_data: Path,
+                                                       tmp_path: Path) -> None:
+    """A series is built from what the pipeline saw: frames on the events topic."""
+    import uuid
+
+    from kafka import KafkaProducer
+
+    from citywatch.connectors.file import FileSource, load_feed
+    from citywatch.forecasts.series import series_from_events
+    from citywatch.forecasts.training import SeriesSpec
+    from citywatch.ops.kafka_admin import KafkaAdmin
+    from citywatch.ops.settings import DEMO_DIR
+    from citywatch.streams.batch import encode_batch
+    from citywatch.streams.envelope import Envelope
+
+    topic = f"series-{uuid.uuid4().hex[:8]}.events"
+    events = [e for e in FileSource(load_feed(DEMO_DIR / "feeds/epa_pm25_nyc.yaml")).run()
+              if isinstance(e, Envelope)]
+    with KafkaAdmin(broker) as admin:
+        admin.ensure_topics([topic], partitions=2)
+    producer = KafkaProducer(bootstrap_servers=broker)
+    for n, start in enumerate(range(0, len(events), 300)):
+        producer.send(topic, encode_batch(events[start:start + 300]), partition=n % 2)
+    producer.flush()
+    producer.close()
+    site = "360050110"
+    series, report = series_from_events(broker, topic, entity=site, attribute="pm25",
+                                        freq="D", timezone="America/New_York")
+
+    raw = pd.read_csv(DEMO_DIR / "data/epa_pm25_nyc_2022q1.csv", dtype={"Site ID": str})
+    mine = raw[raw["Site ID"] == site].copy()
+    mine["day"] = pd.to_datetime(mine["Date"], format="%m/%d/%Y")
+    expected = mine.groupby("day")["Daily Mean PM2.5 Concentration"].mean()
+    expected = expected.reindex(pd.date_range(expected.index.min(), expected.index.max(),
+                                              freq="D"))
+    assert np.allclose(series.to_numpy(), expected.to_numpy(), equal_nan=True)
+    assert report.rows == len(mine) and report.missing == int(expected.isna().sum())
+    with pytest.raises(ValueError, match="exactly one of csv or events"):
+        SeriesSpec(key="k", value="pm25")
