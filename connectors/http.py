@@ -74,8 +74,7 @@ class HttpSource(Source):
 
     def __init__(self, config: HttpConfig) -> None:
         self.config = config
-        self.mapping = (FeedMapping.model_validate({**config.mapping, "name": config.name})
-                        if config.mapping is not None else None)
+        self.mapping = FeedMapping.for_feed(config.name, config.mapping)
         domain = self.mapping.domain if self.mapping else "disaster"
         super().__init__(config.name, domain)
         self._cap = CapSource(config.name)

@@ -126,6 +126,11 @@ class FeedMapping(_Strict):
     attributes: dict[str, AttributeMap] = {}
     join: JoinMap | None = None
 
+    @classmethod
+    def for_feed(cls, name: str, mapping: dict[str, Any] | None) -> FeedMapping | None:
+        """The ``mapping`` block of a connector config, named after its feed."""
+        return None if mapping is None else cls.model_validate({**mapping, "name": name})
+
     @cached_property
     def _converters(self) -> list[tuple[str, AttributeMap, Any]]:
         return [(name, spec, _converter(spec)) for name, spec in self.attributes.items()]

@@ -98,8 +98,7 @@ class MqttSource(Source):
 
     def __init__(self, config: MqttConfig) -> None:
         self.config = config
-        self.mapping = (FeedMapping.model_validate({**config.mapping, "name": config.name})
-                        if config.mapping is not None else None)
+        self.mapping = FeedMapping.for_feed(config.name, config.mapping)
         super().__init__(config.name, self.mapping.domain if self.mapping else config.domain)
         self._inbox: queue.Queue[paho.MQTTMessage] = queue.Queue()
         self._unacked: list[int] = []

@@ -239,14 +239,7 @@ def deadletter_tail(
 @rules_app.command("validate")
 def rules_validate(path: Path) -> None:
     """Validate a rule file: prints FILE:LINE:COL: message per error; exit 1 if any."""
-    from citywatch.rules.loader import RuleSetError, load_ruleset
-
-    try:
-        ruleset = load_ruleset(path)
-    except RuleSetError as exc:
-        for line in exc.errors:
-            typer.echo(line, err=True)
-        raise typer.Exit(1) from None
+    ruleset = _ruleset_or_exit(path)
     for rule in ruleset.rules:
         typer.echo(f"{rule.id}  version {rule.version}")
 
@@ -364,15 +357,9 @@ def rules_test(
     """Dry-run a rule file over envelopes and print the alerts it raises (JSON Lines)."""
     from citywatch.rules.alert import encode_alert
     from citywatch.rules.engine import RuleEngine
-    from citywatch.rules.loader import RuleSetError, load_ruleset
     from citywatch.streams.envelope import EnvelopeError, decode_envelope
 
-    try:
-        ruleset = load_ruleset(path)
-    except RuleSetError as exc:
-        for line in exc.errors:
-            typer.echo(line, err=True)
-        raise typer.Exit(1) from None
+    ruleset = _ruleset_or_exit(path)
     engine = RuleEngine.from_ruleset(ruleset, forecasts=_forecast_book(ruleset))
     batch, bad = [], 0
     with events.open("rb") as fh:
@@ -392,6 +379,18 @@ def rules_test(
         typer.echo(f"late for {rule_id}: {envelope.id}: {reason}", err=True)
     if bad:
         raise typer.Exit(1)
+
+
+def _ruleset_or_exit(path: Path) -> RuleSet:
+    """The rule file, or every error as FILE:LINE:COL: message and exit 1."""
+    from citywatch.rules.loader import RuleSetError, load_ruleset
+
+    try:
+        return load_ruleset(path)
+    except RuleSetError as exc:
+        for line in exc.errors:
+            typer.echo(line, err=True)
+        raise typer.Exit(1) from None
 
 
 def _forecast_book(ruleset: RuleSet) -> ForecastBook:

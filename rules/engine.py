@@ -274,8 +274,9 @@ class RuleEngine:
         if isinstance(cond, RateOfChange):
             return run_rate_of_change(cond, ctx, self._rows(eligible, cond.where, frame))
         if isinstance(cond, Persistence):
-            return run_persistence(cond, ctx, self._rows(eligible, None, frame),
-                                   self._condition(cond.condition, frame))
+            return run_persistence(ctx, self._rows(eligible, None, frame),
+                                   self._condition(cond.condition, frame),
+                                   count=cond.count, duration=cond.duration)
         if isinstance(cond, Absence):
             return run_absence(cond, ctx, self._rows(eligible, cond.where, frame),
                                self._roster)
@@ -409,22 +410,20 @@ class RuleEngine:
     def _near(self, cond: Proximity, frame: EventFrame,
               ) -> tuple[Mask, NDArray[np.int64], NDArray[np.float64]]:
         """(within, nearest site index or -1, distance m) per event, once per frame."""
-        key = ("proximity", cond.point, cond.sites, cond.within_m)
-        if key not in frame.derived:
+        def measure() -> tuple[Mask, NDArray[np.int64], NDArray[np.float64]]:
             if cond.point is not None:
-                point_key = ("distance", cond.point)
-                if point_key not in frame.derived:  # shared by every rule near this point
-                    frame.derived[point_key] = frame.per_place(distances_to_point(
-                        frame.place_lon, frame.place_lat, cond.point))
-                dist = frame.derived[point_key]
+                point = cond.point
+                dist = frame.cached(("distance", point), lambda: frame.per_place(
+                    distances_to_point(frame.place_lon, frame.place_lat, point)))
                 index = np.where(dist <= cond.within_m, 0, -1)
             else:
                 assert cond.sites is not None
                 index, dist = self.sites[cond.sites].nearest_within(
                     frame.place_lon, frame.place_lat, cond.within_m)
                 index, dist = frame.per_place(index), frame.per_place(dist)
-            frame.derived[key] = (dist <= cond.within_m, index, dist)
-        return frame.derived[key]
+            return dist <= cond.within_m, index, dist
+
+        return frame.cached(("proximity", cond.point, cond.sites, cond.within_m), measure)
 
     def _zone_of(self, rule: Rule, frame: EventFrame, i: int,
                  ) -> tuple[str | None, str | None]:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from citywatch.forecasts.grid import ForecastGrid
-from citywatch.rules.model import Anomaly, ForecastExceedance, Persistence, Threshold
+from citywatch.rules.model import Anomaly, ForecastExceedance
 from citywatch.rules.stateful import Context, Outcome, iso, run_persistence
 
 _OPS: dict[str, Callable[[Any, Any], Any]] = {
@@ -80,11 +80,8 @@ def score_anomaly(cond: Anomaly, ctx: Context, rows: list[int],
                             group=frame.entity_ids[i], index=i)
                     for i in rows if outside[i]]
     else:
-        outcomes = run_persistence(
-            Persistence(type="persistence", count=cond.count,
-                        condition=Threshold(type="threshold", attribute=cond.attribute,
-                                            op=">", value=0)),
-            ctx, [i for i in rows if known[i]], outside)
+        outcomes = run_persistence(ctx, [i for i in rows if known[i]], outside,
+                                   count=cond.count)
     for o in outcomes:
         slot = int(at[o.index])
         o.model = (grid.model_id, grid.model_version)

@@ -14,7 +14,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -68,18 +68,18 @@ class EventFrame:
             event = self._events[i] = self.columns.envelope(i)
         return event
 
+    def cached(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per frame under ``key`` (results conditions share)."""
+        value = self.derived.get(key)
+        if value is None:
+            value = self.derived[key] = compute()
+        return value
+
     def domain_is(self, domain: str) -> NDArray[np.bool_]:
-        key = ("domain", domain)
-        mask = self.derived.get(key)
-        if mask is None:
-            mask = self.derived[key] = self.domain == DOMAIN_CODES[domain]
-        return mask
+        return self.cached(("domain", domain), lambda: self.domain == DOMAIN_CODES[domain])
 
     def entity_is(self, entity: str) -> NDArray[np.bool_]:
-        key = "entities"
-        ids = self.derived.get(key)
-        if ids is None:
-            ids = self.derived[key] = np.array(self.entity_ids, dtype=object)
+        ids = self.cached("entities", lambda: np.array(self.entity_ids, dtype=object))
         return ids == entity
 
     def kind_in(self, kinds: Sequence[str]) -> NDArray[np.bool_]:
@@ -94,16 +94,8 @@ class EventFrame:
 
     def column(self, attribute: str) -> NDArray[np.float64]:
         """Numeric values of ``attribute``; NaN where missing or not a number."""
-        key = ("column", attribute)
-        col = self.derived.get(key)
-        if col is None:
-            col = self.derived[key] = self.columns.number(attribute)
-        return col
+        return self.cached(("column", attribute), lambda: self.columns.number(attribute))
 
     def known(self, attribute: str) -> NDArray[np.bool_]:
         """Where ``attribute`` has a number."""
-        key = ("known", attribute)
-        mask = self.derived.get(key)
-        if mask is None:
-            mask = self.derived[key] = ~np.isnan(self.column(attribute))
-        return mask
+        return self.cached(("known", attribute), lambda: ~np.isnan(self.column(attribute)))

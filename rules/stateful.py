@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -34,7 +34,6 @@ from citywatch.rules.model import (
     AlertSpec,
     Correlate,
     Geofence,
-    Persistence,
     RateOfChange,
     Window,
 )
@@ -131,6 +130,16 @@ class Context:
         self.rule_id = rule_id
         self.late = late
 
+    def groups(self, rows: Iterable[int], key_of: Callable[[int], str | None] | None = None,
+               ) -> Iterator[tuple[str, list[int], str, Any]]:
+        """``(group, its rows, state key, state)`` for each group of ``rows`` (by entity
+        unless ``key_of`` says otherwise) that this frame has not already applied."""
+        for group, idx in group_rows(rows, key_of or self.entity).items():
+            key = f"{self.prefix}{group}"
+            fresh, st = self.state.load(key)
+            if fresh:
+                yield group, idx, key, st
+
     def mark_late(self, index: int, reason: str) -> None:
         self.late.append(LateEvent(index, self.rule_id, reason))
 
@@ -153,11 +162,7 @@ def run_window(cond: Window, ctx: Context, rows: list[int],
         return str(zone_col[i]) if zone_col[i] >= 0 else None
 
     outcomes: list[Outcome] = []
-    for group, idx in group_rows(rows, key_of).items():
-        key = f"{ctx.prefix}{group}"
-        fresh, st = ctx.state.load(key)
-        if not fresh:
-            continue
+    for group, idx, key, st in ctx.groups(rows, key_of):
         st = st or {"wm": None, "w": {}, "g": None}
         for i in idx:
             v = float(values[i])
@@ -225,11 +230,7 @@ def run_rate_of_change(cond: RateOfChange, ctx: Context, rows: list[int]) -> lis
     frame = ctx.frame
     times, values = frame.times, frame.column(cond.attribute)
     outcomes: list[Outcome] = []
-    for entity, idx in group_rows(rows, ctx.entity).items():
-        key = f"{ctx.prefix}{entity}"
-        fresh, st = ctx.state.load(key)
-        if not fresh:
-            continue
+    for entity, idx, key, st in ctx.groups(rows):
         for i in idx:
             t, v = float(times[i]), float(values[i])
             if math.isnan(v):
@@ -249,18 +250,15 @@ def run_rate_of_change(cond: RateOfChange, ctx: Context, rows: list[int]) -> lis
     return outcomes
 
 
-def run_persistence(cond: Persistence, ctx: Context, rows: list[int],
-                    holds: np.ndarray) -> list[Outcome]:
+def run_persistence(ctx: Context, rows: list[int], holds: np.ndarray, *,
+                    count: int | None = None, duration: float | None = None,
+                    ) -> list[Outcome]:
     """One hit when ``holds`` has been true for ``count`` consecutive events or for
     ``duration``; a miss (which re-arms ``until_clear``) when it stops holding."""
     frame = ctx.frame
     times = frame.times
     outcomes: list[Outcome] = []
-    for entity, idx in group_rows(rows, ctx.entity).items():
-        key = f"{ctx.prefix}{entity}"
-        fresh, st = ctx.state.load(key)
-        if not fresh:
-            continue
+    for entity, idx, key, st in ctx.groups(rows):
         st = st or {"t": None, "start": None, "n": 0, "done": False, "ids": []}
         for i in idx:
             t = float(times[i])
@@ -278,8 +276,8 @@ def run_persistence(cond: Persistence, ctx: Context, rows: list[int],
                 st["start"] = t
             st["n"] += 1
             st["ids"] = [*st["ids"][-99:], frame.ids[i]]
-            held = (st["n"] >= cond.count if cond.count is not None
-                    else t - st["start"] >= (cond.duration or 0))
+            held = (st["n"] >= count if count is not None
+                    else t - st["start"] >= (duration or 0))
             if held and not st["done"]:
                 st["done"] = True
                 outcomes.append(Outcome(
@@ -323,11 +321,7 @@ def run_absence(cond: Absence, ctx: Context, rows: list[int],
                                "silent_minutes": round(cond.after / 60, 1)},
                        source_ids=[st["id"]], geometry=st["g"])
 
-    for entity, idx in group_rows(rows, ctx.entity).items():
-        key = f"{ctx.prefix}{entity}"
-        fresh, st = ctx.state.load(key)
-        if not fresh:
-            continue
+    for entity, idx, key, st in ctx.groups(rows):
         for i in idx:
             t = float(times[i])
             if st is not None and t < st["t"]:
@@ -336,8 +330,11 @@ def run_absence(cond: Absence, ctx: Context, rows: list[int],
                 outcomes.append(silent(entity, st))
             if st is not None and (st["alerted"] or t - st["t"] > cond.after):
                 outcomes.append(Outcome(time=t, hit=False, group=entity, index=i))
-            event = frame.event(i)
-            st = {"t": t, "id": event.id, "g": event.geometry, "alerted": False}
+            st = {"t": t, "id": frame.ids[i], "g": i, "alerted": False}
+        if st is None:
+            continue
+        if isinstance(st["g"], int):  # geometry of the last event only, decoded once
+            st["g"] = frame.event(st["g"]).geometry
         seen[entity] = st["t"]
         ctx.state.save(key, st)
     clock_key = f"{ctx.prefix}~"
@@ -365,11 +362,7 @@ def run_geofence(cond: Geofence, ctx: Context, rows: list[int], zone_col: np.nda
     frame = ctx.frame
     times = frame.times
     outcomes: list[Outcome] = []
-    for entity, idx in group_rows(rows, ctx.entity).items():
-        key = f"{ctx.prefix}{entity}"
-        fresh, st = ctx.state.load(key)
-        if not fresh:
-            continue
+    for entity, idx, key, st in ctx.groups(rows):
         for i in idx:
             if math.isnan(frame.lon[i]):
                 continue
@@ -409,13 +402,9 @@ def run_correlate(cond: Correlate, ctx: Context, sides: list[tuple[int, int, int
     anchored on the first side's event, so later partners update the same alert id."""
     frame = ctx.frame
     times = frame.times
-    by_zone = group_rows(range(len(sides)), lambda k: str(sides[k][2]))
     outcomes: list[Outcome] = []
-    for zone_text, entries in by_zone.items():
-        key = f"{ctx.prefix}{zone_text}"
-        fresh, st = ctx.state.load(key)
-        if not fresh:
-            continue
+    for zone_text, entries, key, st in ctx.groups(range(len(sides)),
+                                                  lambda k: str(sides[k][2])):
         st = st or {"wm": None, "seen": [[], []]}
         z = int(zone_text)
         for k in entries:
