@@ -22,8 +22,8 @@ import yaml
 from citywatch.connectors.file import FileSource, load_feed
 from citywatch.connectors.mapping import _parse_text_time
 from citywatch.connectors.runner import produce
-from citywatch.ops.broker import EmbeddedBroker
 from citywatch.ops.settings import DEMO_DIR
+from citywatch.streams.broker import EmbeddedBroker
 from citywatch.streams.topics import TopicNames
 
 

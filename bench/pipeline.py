@@ -25,13 +25,13 @@ import yaml
 from confluent_kafka import Producer
 from workload import events, rules, write_grid
 
-from citywatch.ops.broker import EmbeddedBroker
-from citywatch.ops.kafka_admin import KafkaAdmin
 from citywatch.ops.progress import wait_until_drained
 from citywatch.ops.settings import Settings
 from citywatch.ops.store.store import IncidentStore
 from citywatch.ops.worker_process import WorkerProcess
+from citywatch.streams.broker import EmbeddedBroker
 from citywatch.streams.envelope import encode_envelope
+from citywatch.streams.kafka_admin import KafkaAdmin
 
 
 def produce(bootstrap: str, topic: str, payloads: list[bytes]) -> None:

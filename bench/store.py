@@ -19,7 +19,8 @@ from sqlalchemy import text
 
 from citywatch.ops.store.schema import Base
 from citywatch.ops.store.store import IncidentStore
-from citywatch.rules.alert import Alert, alert_id
+from citywatch.rules.identity import alert_id
+from citywatch.streams.alert import Alert
 
 ZONES = ["Bronx", "Brooklyn", "Manhattan", "Queens", "Staten Island"]
 

@@ -32,9 +32,9 @@ from kafka import KafkaConsumer, TopicPartition
 
 from citywatch.connectors.base import Source
 from citywatch.connectors.kafka_sink import KafkaSink, PumpReport
-from citywatch.ops.kafka_admin import KafkaAdmin
 from citywatch.streams.deadletter import DeadLetter, decode_deadletter
 from citywatch.streams.envelope import Envelope, encode_envelope
+from citywatch.streams.kafka_admin import KafkaAdmin
 from citywatch.streams.topics import TopicNames
 
 

@@ -11,10 +11,13 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import IO, Any
 
 import pandas as pd
+
+from citywatch.streams.batch import decode_frame
 
 
 class SeriesError(ValueError):
@@ -78,30 +81,24 @@ def regular_series(stamps: pd.Series, values: pd.Series, name: str, *,
     return series, report
 
 
-def series_from_events(bootstrap: str, topic: str, *, entity: str, attribute: str,
+def series_from_events(frames: Iterable[bytes], *, entity: str, attribute: str,
                        freq: str = "h", timezone: str | None = None,
                        ) -> tuple[pd.Series, SeriesReport]:
-    """The history of one entity's ``attribute`` read back from the ``events`` topic
-    (every partition, start to end); times in ``timezone`` wall-clock (UTC if None),
-    like a history file's."""
-    from citywatch.ops.kafka_admin import KafkaAdmin
-    from citywatch.streams.batch import decode_frame
-
+    """The history of one entity's ``attribute`` from the ``events`` topic's frames (every
+    partition, start to end, as the stream layer reads them); times in ``timezone``
+    wall-clock (UTC if None), like a history file's."""
     times: list[float] = []
     values: list[float] = []
-    with KafkaAdmin(bootstrap) as admin:
-        partitions = sorted(tp.partition for tp in admin.end_offsets([topic]))
-        for partition in partitions:
-            for _, payload in admin.read_partition(topic, partition):
-                frame = decode_frame(payload)
-                column = frame.number(attribute)
-                stamps = frame.array(frame.times)
-                for i, who in enumerate(frame.entity_ids):
-                    if who == entity:
-                        times.append(float(stamps[i]))
-                        values.append(float(column[i]))
+    for payload in frames:
+        frame = decode_frame(payload)
+        column = frame.number(attribute)
+        stamps = frame.array(frame.times)
+        for i, who in enumerate(frame.entity_ids):
+            if who == entity:
+                times.append(float(stamps[i]))
+                values.append(float(column[i]))
     if not times:
-        raise SeriesError(f"no events of entity '{entity}' in {topic}")
+        raise SeriesError(f"no events of entity '{entity}' in the events topic")
     stamps_utc = pd.to_datetime(pd.Series(times), unit="s", utc=True)
     local = stamps_utc.dt.tz_convert(timezone or "UTC").dt.tz_localize(None)
     return regular_series(local, pd.Series(values), attribute, freq=freq)

@@ -25,6 +25,9 @@ from citywatch.forecasts.grid import ForecastGrid
 from citywatch.forecasts.models import ProphetModel, SeasonalNaive, holidays_from_column
 from citywatch.forecasts.series import SeriesReport, load_series, series_from_events
 
+TopicReader = Callable[[str, str], Iterable[bytes]]
+"""``(bootstrap, topic) -> message values`` of every partition, start to end."""
+
 
 class EventsHistory(BaseModel):
     """History read back from the ``events`` topic: one entity's events."""
@@ -66,9 +69,16 @@ class SeriesSpec(BaseModel):
             raise ValueError("give exactly one of csv or events")
         return self
 
-    def history(self) -> tuple[pd.Series, SeriesReport]:
+    def history(self, read_topic: TopicReader | None = None,
+                ) -> tuple[pd.Series, SeriesReport]:
+        """The series; ``read_topic(bootstrap, topic)`` yields the events topic's frames
+        when the history is in Kafka (the stream layer's
+        ``citywatch.streams.kafka_admin.read_topic``)."""
         if self.events is not None:
-            return series_from_events(self.events.bootstrap, self.events.topic,
+            if read_topic is None:
+                raise ValueError(f"series {self.key}: history in Kafka needs a topic reader")
+            frames = read_topic(self.events.bootstrap, self.events.topic)
+            return series_from_events(frames,
                                       entity=self.events.entity, attribute=self.value,
                                       freq=self.freq, timezone=self.timezone)
         assert self.csv is not None
@@ -93,9 +103,9 @@ class TrainedModel:
         return f"{self.series_key}:{self.kind}"
 
 
-def train_series(spec: SeriesSpec) -> TrainedModel:
+def train_series(spec: SeriesSpec, read_topic: TopicReader | None = None) -> TrainedModel:
     """Backtest, choose, and fit the chosen model on the latest ``train_window`` points."""
-    series, report = spec.history()
+    series, report = spec.history(read_topic)
     if spec.until is not None:
         series = series[series.index <= pd.Timestamp(spec.until.replace(tzinfo=None))]
     holidays = (holidays_from_column(spec.csv, spec.time[0], spec.holiday_column)
@@ -121,12 +131,14 @@ def train_series(spec: SeriesSpec) -> TrainedModel:
 
 
 def train_many(specs: Iterable[SeriesSpec], *, workers: int = 2,
-               progress: Callable[[TrainedModel], None] | None = None) -> list[TrainedModel]:
-    """Train every series in ``workers`` processes; ``progress`` hears of each one."""
+               progress: Callable[[TrainedModel], None] | None = None,
+               read_topic: TopicReader | None = None) -> list[TrainedModel]:
+    """Train every series in ``workers`` processes; ``progress`` hears of each one;
+    ``read_topic`` (a picklable function) reads series kept in Kafka."""
     specs = list(specs)
     trained: list[TrainedModel] = []
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for future in as_completed([pool.submit(train_series, s) for s in specs]):
+        for future in as_completed([pool.submit(train_series, s, read_topic) for s in specs]):
             model = future.result()
             trained.append(model)
             if progress is not None:

@@ -27,7 +27,7 @@ from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
 from citywatch.geo.zones import ZoneIndex
-from citywatch.rules.model import SEVERITY_RANK
+from citywatch.streams.vocabulary import SEVERITY_RANK
 
 CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
 CAP_XSD = Path(__file__).parent / "standards" / "cap12.xsd"

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import msgspec
 from kafka import KafkaConsumer, TopicPartition
 
-from citywatch.ops.kafka_admin import KafkaAdmin
 from citywatch.streams.deadletter import DeadLetter, decode_deadletter
+from citywatch.streams.kafka_admin import KafkaAdmin
 
 
 def tail(bootstrap: str, topic: str, count: int, follow: bool = False) -> Iterator[DeadLetter]:

@@ -20,14 +20,14 @@ from typing import Any
 from citywatch.connectors.file import FileSource, load_feed
 from citywatch.connectors.kafka_sink import PumpReport
 from citywatch.connectors.runner import produce
-from citywatch.ops.broker import EmbeddedBroker
-from citywatch.ops.kafka_admin import KafkaAdmin
 from citywatch.ops.progress import PipelineStalled, wait_until_drained
 from citywatch.ops.settings import DEMO_DIR, Settings
 from citywatch.ops.store.store import IncidentStore
 from citywatch.ops.topic_watch import TopicWatch
 from citywatch.ops.worker_process import WorkerProcess
+from citywatch.streams.broker import EmbeddedBroker
 from citywatch.streams.envelope import DOMAINS
+from citywatch.streams.kafka_admin import KafkaAdmin
 
 
 def demo_feeds() -> list[Path]:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from citywatch.ops.kafka_admin import KafkaAdmin
 from citywatch.ops.settings import Settings
 from citywatch.streams.ingest import ingest_group
+from citywatch.streams.kafka_admin import KafkaAdmin
 
 
 class PipelineStalled(RuntimeError):

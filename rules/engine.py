@@ -33,9 +33,9 @@ from numpy.typing import NDArray
 from citywatch.forecasts.grid import ForecastBook
 from citywatch.geo.sites import SiteLayer, distances_to_point
 from citywatch.geo.zones import ZoneIndex, ZoneLayer
-from citywatch.rules.alert import Alert, alert_id
 from citywatch.rules.forecast_kinds import score_anomaly, score_exceedance
 from citywatch.rules.frame import EventFrame
+from citywatch.rules.identity import alert_id
 from citywatch.rules.model import (
     Absence,
     AllOf,
@@ -71,6 +71,7 @@ from citywatch.rules.stateful import (
     run_rate_of_change,
     run_window,
 )
+from citywatch.streams.alert import Alert
 from citywatch.streams.batch import ColumnFrame
 from citywatch.streams.envelope import Envelope
 
@@ -138,6 +139,11 @@ class RuleEngine:
         self._roster = AbsenceRoster()
         self._position = 0
         self.late_counts: Counter[str] = Counter()
+
+    @property
+    def version(self) -> str:
+        """The version of the rule set this engine evaluates."""
+        return self.ruleset.version
 
     @classmethod
     def from_ruleset(cls, ruleset: RuleSet, state: StateStore | None = None,

@@ -21,15 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from citywatch.streams.envelope import Domain
-
-Severity = Literal["Extreme", "Severe", "Moderate", "Minor", "Unknown"]
-Urgency = Literal["Immediate", "Expected", "Future", "Past", "Unknown"]
-Certainty = Literal["Observed", "Likely", "Possible", "Unlikely", "Unknown"]
-Category = Literal["Geo", "Met", "Safety", "Security", "Rescue", "Fire", "Health", "Env",
-                   "Transport", "Infra", "CBRNE", "Other"]
-SEVERITY_RANK: dict[str, int] = {"Unknown": 0, "Minor": 1, "Moderate": 2, "Severe": 3,
-                                 "Extreme": 4}
-
+from citywatch.streams.vocabulary import Category, Certainty, Severity, Urgency
 
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 

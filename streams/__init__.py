@@ -1,2 +1,12 @@
-"""Stream processing: the canonical event envelope, topic names, micro-batch framing and
-the Faust worker that turns raw feed records into alerts."""
+"""Streams: what flows through citywatch and how it flows.
+
+Holds: the canonical messages (event envelope, columnar event frames, alert, dead letter,
+the CAP vocabulary), topic names, the stream settings, Kafka plumbing (admin, the
+embedded broker launcher), the ingest stage, the rule-state changelog, team routing and
+the Faust worker, which knows the rule engine and the store only through interfaces it
+owns (``worker.RuleSource``, ``worker.ModelSource``, ``worker.AlertSink``,
+``routing.SubscriptionBook``).
+
+May use: third-party libraries only (Kafka clients, Faust, msgspec, numpy); no other
+citywatch package. It is the bottom layer (see docs/architecture.md).
+"""

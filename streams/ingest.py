@@ -9,8 +9,8 @@ their order on one ``events`` partition. Offsets are committed only after the fr
 acknowledged: at-least-once, made exactly-once in effect by deterministic ids downstream.
 
 Example:
-    >>> from citywatch.ops.settings import Settings
-    >>> ingest = RawIngest(Settings(kafka_bootstrap="127.0.0.1:9092"))  # doctest: +SKIP
+    >>> from citywatch.streams.settings import StreamSettings
+    >>> ingest = RawIngest(StreamSettings(kafka_bootstrap="127.0.0.1:9092"))  # doctest: +SKIP
     >>> faust.Worker(app, ingest).execute_from_commandline()            # doctest: +SKIP
 """
 
@@ -26,15 +26,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from mode import Service
 
-from citywatch.ops.settings import Settings
 from citywatch.streams.batch import encode_batch
 from citywatch.streams.deadletter import DeadLetter, encode_deadletter
 from citywatch.streams.envelope import Envelope, EnvelopeError, decode_envelope
+from citywatch.streams.settings import StreamSettings
 
 log = logging.getLogger(__name__)
 
 
-def ingest_group(settings: Settings) -> str:
+def ingest_group(settings: StreamSettings) -> str:
     """Consumer group of the ingest stage."""
     return f"{settings.app_id}-ingest"
 
@@ -60,7 +60,7 @@ def split_records(records: list[ConsumerRecord[bytes, bytes]],
 class RawIngest(Service):
     """The ``raw.* → events`` stage as a mode service, run beside the Faust app."""
 
-    def __init__(self, settings: Settings, bootstrap: str, **kwargs: object) -> None:
+    def __init__(self, settings: StreamSettings, bootstrap: str, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.settings = settings
         self.bootstrap = bootstrap

@@ -16,13 +16,22 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
-from citywatch.ops.store.subscriptions import Subscription, SubscriptionBook, matching
+from citywatch.streams.subscriptions import Subscription, matching
 
 log = logging.getLogger(__name__)
+
+
+class SubscriptionBook(Protocol):
+    """Where subscriptions are kept (the incident store implements it)."""
+
+    def list(self, team: str | None = None, active_only: bool = False,
+             ) -> list[Subscription]: ...
+
+    def record_delivery(self, subscription_id: str, error: str | None) -> None: ...
 
 
 class SubscriptionCache:

@@ -9,7 +9,7 @@ for the state.
 
 Faust tables were the first choice; their recovery waits forever on the embedded
 broker, which reports a partition's high watermark as the base offset of its last record
-batch (see :mod:`citywatch.ops.kafka_admin`); this store reads changelogs to their true
+batch (see :mod:`citywatch.streams.kafka_admin`); this store reads changelogs to their true
 end and works the same on any Kafka.
 
 Example:

@@ -1,9 +1,16 @@
-"""The Faust worker: ingest → rules (micro-batches) → alerts → incident store.
+"""The Faust worker: ingest → evaluate (micro-batches) → alerts → alert sink.
+
+The worker owns the small interfaces it needs from the layers above and below it — an
+:class:`Evaluator` (the rule engine), a :class:`RuleSource` that builds one and notices
+newer rule sets, a :class:`ModelSource` that refreshes forecast models, an
+:class:`AlertSink` (the incident store) and a subscription book — and the composition
+root (``citywatch.ops.worker.build_pipeline``) plugs the real ones in.
 
 Example:
     >>> from citywatch.ops.settings import Settings
-    >>> pipeline = Pipeline(Settings(kafka_bootstrap="127.0.0.1:9092"))  # doctest: +SKIP
-    >>> pipeline.run()   # blocks until SIGTERM / SIGINT                     # doctest: +SKIP
+    >>> from citywatch.ops.worker import build_pipeline
+    >>> pipeline = build_pipeline(Settings(kafka_bootstrap="127.0.0.1:9092"))  # doctest: +SKIP
+    >>> pipeline.run()   # blocks until SIGTERM / SIGINT                         # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -11,32 +18,73 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator
-from datetime import timedelta
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Protocol
 
 import faust
 import msgspec
 
-from citywatch.forecasts.grid import ForecastBook
-from citywatch.forecasts.registry import ModelRegistry
-from citywatch.ops.kafka_admin import KafkaAdmin
-from citywatch.ops.settings import Settings
-from citywatch.ops.store.rulesets import RuleSetBook
-from citywatch.ops.store.store import IncidentStore
-from citywatch.ops.store.subscriptions import SubscriptionBook
-from citywatch.rules.alert import Alert, decode_alert, encode_alert
-from citywatch.rules.engine import RuleEngine
-from citywatch.rules.loader import load_ruleset
-from citywatch.rules.model import Correlate, RuleSet, Window
-from citywatch.streams.batch import decode_frame
+from citywatch.streams.alert import Alert, decode_alert, encode_alert
+from citywatch.streams.batch import ColumnFrame, decode_frame
 from citywatch.streams.deadletter import DeadLetter, encode_deadletter
-from citywatch.streams.envelope import encode_envelope
+from citywatch.streams.envelope import Envelope, encode_envelope
 from citywatch.streams.ingest import RawIngest
-from citywatch.streams.routing import SubscriptionCache, WebhookDispatcher, route
+from citywatch.streams.kafka_admin import KafkaAdmin
+from citywatch.streams.routing import (
+    SubscriptionBook,
+    SubscriptionCache,
+    WebhookDispatcher,
+    route,
+)
 from citywatch.streams.rule_state import ChangelogState, encode_writes
+from citywatch.streams.settings import StreamSettings
 
 log = logging.getLogger(__name__)
+
+
+class FrameResult(Protocol):
+    """What evaluating one frame produced."""
+
+    alerts: list[Alert]
+    late: list[tuple[Envelope, str, str]]  # event, rule id, why it is late
+    state: Any  # the frame's pending state changes (``.pending``), or None
+
+    def commit_state(self) -> None: ...
+
+
+class Evaluator(Protocol):
+    """Evaluates frames (the rule engine); ``version`` names what it evaluates."""
+
+    @property
+    def version(self) -> str: ...
+
+    def process(self, frame: ColumnFrame, position: int) -> FrameResult: ...
+
+
+class RuleSource(Protocol):
+    """Builds evaluators over ``state`` (blocking calls; the worker runs them in a thread)."""
+
+    def load(self, state: ChangelogState) -> Evaluator:
+        """The evaluator of the rule set in force (raises if none can load)."""
+        ...
+
+    def newer(self, current: str, state: ChangelogState) -> Evaluator | None:
+        """An evaluator of a rule set newer than version ``current``, or None."""
+        ...
+
+
+class ModelSource(Protocol):
+    """Forecast models the evaluators read; ``refresh`` swaps in retrained ones."""
+
+    def refresh(self) -> list[str]:
+        """Swap in newer models; returns a description of each swap."""
+        ...
+
+
+class AlertSink(Protocol):
+    """Where alerts are kept (the incident store): idempotent, batched."""
+
+    def add_alerts(self, alerts: Sequence[Alert]) -> Any: ...
 
 
 def faust_broker_urls(bootstrap: str) -> list[str]:
@@ -63,7 +111,7 @@ def set_fetch_max_wait(ms: int) -> None:
     driver.AIOKafkaConsumerThread._create_worker_consumer = create_with_wait
 
 
-def make_faust_app(settings: Settings, bootstrap: str) -> faust.App:
+def make_faust_app(settings: StreamSettings, bootstrap: str) -> faust.App:
     """A Faust app tuned for fast group joins (the embedded broker waits about half the
     session timeout on a first join), short fetch waits and frequent commits."""
     set_fetch_max_wait(settings.fetch_max_wait_ms)
@@ -78,40 +126,24 @@ def make_faust_app(settings: Settings, bootstrap: str) -> faust.App:
         consumer_auto_offset_reset="earliest", producer_acks=1, producer_linger_ms=2)
 
 
-def warn_split_zone_state(ruleset: RuleSet, partitions: int) -> None:
-    """Zone-keyed state (zone windows, correlate) is only whole on one partition."""
-    zoned = [r.id for r in ruleset.rules if isinstance(r.condition, Correlate)
-             or (isinstance(r.condition, Window) and r.condition.zone_layer)]
-    if zoned and partitions > 1:
-        log.warning("rules %s keep state per zone, but events are partitioned by entity "
-                    "over %d partitions: a zone's events may be split; use one partition",
-                    ", ".join(zoned), partitions)
-
-
 class Pipeline:
-    """Everything one worker process runs, wired from one :class:`Settings`."""
+    """Everything one worker process runs, wired by the composition root."""
 
-    def __init__(self, settings: Settings, bootstrap: str | None = None) -> None:
-        if bootstrap is None and settings.kafka_bootstrap is None:
-            raise ValueError("no Kafka: set CITYWATCH_KAFKA_BOOTSTRAP")
+    def __init__(self, settings: StreamSettings, bootstrap: str, *, rules: RuleSource,
+                 models: ModelSource, alerts: AlertSink,
+                 subscriptions: SubscriptionBook) -> None:
         self.settings = settings
-        self.bootstrap = bootstrap or settings.kafka_bootstrap or ""
-        self.store = IncidentStore(settings.database_url,
-                                   correlation_window=timedelta(hours=24))
-        self.store.create_schema()
-        self.rulesets = RuleSetBook(self.store)
+        self.bootstrap = bootstrap
+        self.rules = rules
+        self.models = models
+        self.sink = alerts
         self.app = make_faust_app(settings, self.bootstrap)
         self.rule_state = ChangelogState()
-        self.models = ModelRegistry(self.store)
-        self.forecasts = ForecastBook()
-        self.forecasts.refresh(self.models.newest_grids())
-        applied = self.rulesets.current()
-        ruleset = applied.parse() if applied else load_ruleset(settings.rules_path)
-        self.engine = RuleEngine.from_ruleset(ruleset, self.rule_state, self.forecasts)
-        warn_split_zone_state(ruleset, settings.topic_partitions)
-        book = SubscriptionBook(self.store)
-        self.subscriptions = SubscriptionCache(book)
-        self.webhooks = WebhookDispatcher(book, timeout=settings.webhook_timeout_seconds,
+        self.models.refresh()
+        self.engine = rules.load(self.rule_state)
+        self.subscriptions = SubscriptionCache(subscriptions)
+        self.webhooks = WebhookDispatcher(subscriptions,
+                                          timeout=settings.webhook_timeout_seconds,
                                           max_attempts=settings.webhook_max_attempts)
         self.ingest = RawIngest(settings, self.bootstrap)
         topics = settings.topics
@@ -146,29 +178,21 @@ class Pipeline:
 
     async def reload_rules(self) -> None:
         """Swap in a newly applied rule set (validated when applied) without a restart."""
-        applied = await asyncio.to_thread(self.rulesets.current)
-        if applied is None or applied.version == self.engine.ruleset.version:
-            return
+        current = self.engine.version
         try:
-            engine = await asyncio.to_thread(
-                lambda: RuleEngine.from_ruleset(applied.parse(), self.rule_state,
-                                                self.forecasts))
+            engine = await asyncio.to_thread(self.rules.newer, current, self.rule_state)
         except Exception:  # a rule set that cannot load here must not stop the worker
-            log.exception("rule set %s could not be loaded; keeping %s", applied.version,
-                          self.engine.ruleset.version)
+            log.exception("a newer rule set could not be loaded; keeping %s", current)
             return
-        log.warning("rules reloaded: %s -> %s (applied by %s)", self.engine.ruleset.version,
-                    applied.version, applied.applied_by)
-        warn_split_zone_state(engine.ruleset, self.settings.topic_partitions)
-        self.engine = engine
+        if engine is not None:
+            log.warning("rules reloaded: %s -> %s", current, engine.version)
+            self.engine = engine
 
     async def reload_forecasts(self) -> None:
         """Swap in forecast grids of models retrained since (hot swap, no restart)."""
-        newest = await asyncio.to_thread(self.models.newest_grids)
-        swapped = await asyncio.to_thread(self.forecasts.refresh, newest)
+        swapped = await asyncio.to_thread(self.models.refresh)
         if swapped:
-            log.warning("forecast models swapped: %s", ", ".join(
-                f"{key} -> {self.forecasts.grids[key].model_version}" for key in swapped))
+            log.warning("forecast models swapped: %s", ", ".join(swapped))
 
     async def evaluate(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         """events (micro-batches) → rules → one alert per message on ``alerts``.
@@ -226,7 +250,7 @@ class Pipeline:
                                         locator="alerts", error=f"not an alert: {exc}",
                                         raw=bytes(value).decode("utf-8", "replace"))
                     await self.deadletter_topic.send(value=encode_deadletter(letter))
-            await loop.run_in_executor(None, self.store.add_alerts, alerts)
+            await loop.run_in_executor(None, self.sink.add_alerts, alerts)
             for subscription, alert in route(await self.subscriptions.current(), alerts):
                 topic = await self._team_topic(subscription.team)
                 await topic.send(key=alert.id.encode(), value=payloads[alert.id])

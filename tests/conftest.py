@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from citywatch.ops.broker import EmbeddedBroker
 from citywatch.ops.settings import Settings
 from citywatch.ops.store.schema import Base
 from citywatch.ops.store.store import IncidentStore, make_engine
+from citywatch.streams.broker import EmbeddedBroker
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("CITYWATCH_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from citywatch.rules.alert import Alert, alert_id
+from citywatch.rules.identity import alert_id
+from citywatch.streams.alert import Alert
 
 
 def make_alert(n: int, *, zone: str | None = "Bronx", severity: str = "Moderate",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from citywatch.ops.kafka_admin import KafkaAdmin
+from citywatch.streams.kafka_admin import KafkaAdmin
 
 
 def read_topic(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[bytes]:

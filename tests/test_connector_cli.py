@@ -97,7 +97,7 @@ def test_kill_and_restart_produces_each_record_once(broker: str, tmp_path: Path)
 
 
 def _exists(broker: str, topic: str) -> bool:
-    from citywatch.ops.kafka_admin import KafkaAdmin
+    from citywatch.streams.kafka_admin import KafkaAdmin
 
     with KafkaAdmin(broker) as admin:
         return bool(admin.end_offsets([topic]))

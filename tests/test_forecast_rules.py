@@ -12,9 +12,9 @@ import pytest
 
 from citywatch.connectors.file import FileSource, load_feed
 from citywatch.forecasts.grid import ForecastBook, ForecastGrid
-from citywatch.forecasts.registry import ModelRegistry
 from citywatch.forecasts.training import SeriesSpec, TrainedModel, train_series
 from citywatch.ops.settings import DEMO_DIR
+from citywatch.ops.store.forecast_models import ModelRegistry
 from citywatch.ops.store.store import IncidentStore
 from citywatch.rules.engine import RuleEngine
 from citywatch.rules.model import RuleSet

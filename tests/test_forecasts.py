@@ -95,8 +95,8 @@ def test_unknown_column_is_refused(shared_data: Path) -> None:
 
 def test_registry_round_trip_predicts_the_same_values(shared_data: Path, tmp_path: Path) -> None:
     """Train on real data (both kinds), save, load: the loaded model predicts the same."""
-    from citywatch.forecasts.registry import ModelRegistry
     from citywatch.forecasts.training import SeriesSpec, train_many
+    from citywatch.ops.store.forecast_models import ModelRegistry
     from citywatch.ops.store.store import IncidentStore
 
     specs = [SeriesSpec(key="i94:volume", value="traffic_volume", time=["date_time"],
@@ -127,8 +127,8 @@ def test_registry_round_trip_predicts_the_same_values(shared_data: Path, tmp_pat
 def test_a_fitted_prophet_model_predicts_the_same_after_the_registry(shared_data: Path,
                                                                      tmp_path: Path) -> None:
     from citywatch.forecasts.models import ProphetModel
-    from citywatch.forecasts.registry import ModelRegistry
     from citywatch.forecasts.training import TrainedModel
+    from citywatch.ops.store.forecast_models import ModelRegistry
     from citywatch.ops.store.store import IncidentStore
 
     series, _ = load_series(str(shared_data / "traffic/Metro_Interstate_Traffic_Volume.csv"),
@@ -154,7 +154,7 @@ def test_scheduled_retraining_saves_only_new_versions(shared_data: Path, tmp_pat
 
     import yaml
 
-    from citywatch.forecasts.registry import ModelRegistry
+    from citywatch.ops.store.forecast_models import ModelRegistry
     from citywatch.ops.store.store import IncidentStore
 
     config = tmp_path / "series.yaml"
@@ -185,10 +185,10 @@ def test_series_from_the_events_topic_matches_the_file(broker: str, shared_data:
     from citywatch.connectors.file import FileSource, load_feed
     from citywatch.forecasts.series import series_from_events
     from citywatch.forecasts.training import SeriesSpec
-    from citywatch.ops.kafka_admin import KafkaAdmin
     from citywatch.ops.settings import DEMO_DIR
     from citywatch.streams.batch import encode_batch
     from citywatch.streams.envelope import Envelope
+    from citywatch.streams.kafka_admin import KafkaAdmin, read_topic
 
     topic = f"series-{uuid.uuid4().hex[:8]}.events"
     events = [e for e in FileSource(load_feed(DEMO_DIR / "feeds/epa_pm25_nyc.yaml")).run()
@@ -201,7 +201,7 @@ def test_series_from_the_events_topic_matches_the_file(broker: str, shared_data:
     producer.flush()
     producer.close()
     site = "360050110"
-    series, report = series_from_events(broker, topic, entity=site, attribute="pm25",
+    series, report = series_from_events(read_topic(broker, topic), entity=site, attribute="pm25",
                                         freq="D", timezone="America/New_York")
 
     raw = pd.read_csv(DEMO_DIR / "data/epa_pm25_nyc_2022q1.csv", dtype={"Site ID": str})

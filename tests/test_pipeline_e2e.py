@@ -14,12 +14,13 @@ from citywatch.ops.demo import run_demo
 from citywatch.ops.settings import Settings
 from citywatch.ops.store.schema import AlertRow
 from citywatch.ops.store.store import IncidentStore
-from citywatch.ops.store.subscriptions import SubscriptionBook, SubscriptionIn
-from citywatch.rules.alert import decode_alert
+from citywatch.ops.store.subscriptions import SubscriptionBook
 from citywatch.rules.engine import build_zone_index
 from citywatch.rules.loader import load_ruleset
+from citywatch.streams.alert import decode_alert
 from citywatch.streams.deadletter import decode_deadletter
 from citywatch.streams.envelope import DOMAINS
+from citywatch.streams.subscriptions import SubscriptionIn
 
 
 def test_demo_alerts_in_every_domain_and_replay_is_idempotent(settings: Settings) -> None:

@@ -15,13 +15,13 @@ from sqlalchemy import select
 
 from citywatch.connectors.file import FileSource, load_feed
 from citywatch.connectors.runner import produce
-from citywatch.ops.kafka_admin import KafkaAdmin
 from citywatch.ops.progress import wait_until_drained
 from citywatch.ops.settings import DEMO_DIR, Settings
 from citywatch.ops.store.schema import AlertRow, AuditRow
 from citywatch.ops.store.store import IncidentStore
 from citywatch.ops.worker_process import WorkerProcess
 from citywatch.rules.loader import load_ruleset
+from citywatch.streams.kafka_admin import KafkaAdmin
 
 
 def _split_i94(tmp_path: Path) -> tuple[Path, Path]:

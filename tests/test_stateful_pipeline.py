@@ -11,7 +11,6 @@ from sqlalchemy import select
 
 from citywatch.connectors.file import FileSource, load_feed
 from citywatch.connectors.runner import produce
-from citywatch.ops.kafka_admin import KafkaAdmin
 from citywatch.ops.progress import wait_until_drained
 from citywatch.ops.settings import DEMO_DIR, Settings
 from citywatch.ops.store.schema import AlertRow
@@ -20,6 +19,7 @@ from citywatch.ops.worker_process import WorkerProcess
 from citywatch.rules.engine import RuleEngine
 from citywatch.rules.loader import load_ruleset
 from citywatch.streams.envelope import Envelope
+from citywatch.streams.kafka_admin import KafkaAdmin
 
 ALERT = {"severity": "Minor", "category": "Env", "message": "{entity_id} {zone}"}
 RULES = {

@@ -17,10 +17,10 @@ from shapely.geometry import Point, shape
 
 from citywatch.connectors.file import FileSource, load_feed
 from citywatch.ops.settings import DEMO_DIR
-from citywatch.rules.alert import Alert
 from citywatch.rules.engine import RuleEngine
 from citywatch.rules.model import RuleSet
 from citywatch.rules.state import MemoryState
+from citywatch.streams.alert import Alert
 from citywatch.streams.envelope import DOMAINS, Envelope, make_envelope
 
 BOROUGHS = {"layer": "nyc", "path": str(DEMO_DIR / "zones/new-york-city-boroughs.geojson")}

@@ -13,9 +13,10 @@ import pytest
 from factories import make_alert
 
 from citywatch.ops.store.store import IncidentStore
-from citywatch.ops.store.subscriptions import SubscriptionBook, SubscriptionIn
-from citywatch.rules.alert import encode_alert
+from citywatch.ops.store.subscriptions import SubscriptionBook
+from citywatch.streams.alert import encode_alert
 from citywatch.streams.routing import WebhookDispatcher, route
+from citywatch.streams.subscriptions import SubscriptionIn
 
 
 class _Recorder(BaseHTTPRequestHandler):

@@ -49,15 +49,11 @@ from citywatch.ops.store.queries import (
     recent_alerts,
 )
 from citywatch.ops.store.store import IncidentStore
-from citywatch.ops.store.subscriptions import (
-    TEAM_PATTERN,
-    Subscription,
-    SubscriptionBook,
-    SubscriptionIn,
-)
+from citywatch.ops.store.subscriptions import SubscriptionBook
 from citywatch.ops.store.tokens import Role, TokenBook
 from citywatch.rules.engine import build_zone_index
 from citywatch.rules.loader import load_ruleset
+from citywatch.streams.subscriptions import TEAM_PATTERN, Subscription, SubscriptionIn
 
 READ: frozenset[Role] = frozenset({"viewer", "operator", "analyst", "admin"})
 RESPOND: frozenset[Role] = frozenset({"operator", "admin"})

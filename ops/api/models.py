@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from citywatch.ops.store.subscriptions import TEAM_PATTERN, CleanText
+from citywatch.streams.subscriptions import TEAM_PATTERN, CleanText
 
 
 class _FromRow(BaseModel):

@@ -17,7 +17,7 @@ from sqlalchemy import Select, func, or_, select
 
 from citywatch.ops.store.schema import AlertRow, AuditRow, IncidentNoteRow, IncidentRow
 from citywatch.ops.store.store import IncidentStore
-from citywatch.rules.model import SEVERITY_RANK, Severity
+from citywatch.streams.vocabulary import SEVERITY_RANK, Severity
 
 Status = Literal["new", "acknowledged", "resolved", "reopened"]
 

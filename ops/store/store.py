@@ -34,9 +34,9 @@ from sqlalchemy.exc import DBAPIError
 
 from citywatch.ops.store.migrate import migrate
 from citywatch.ops.store.schema import AlertRow, AuditRow, IncidentRow
-from citywatch.rules.alert import Alert
-from citywatch.rules.model import SEVERITY_RANK
+from citywatch.streams.alert import Alert
 from citywatch.streams.envelope import uuid5_text
+from citywatch.streams.vocabulary import SEVERITY_RANK
 
 _INCIDENT_NAMESPACE = uuid.UUID("a3d0c4a2-6c39-4f1e-b1f4-2f6c0f7f9d51")
 

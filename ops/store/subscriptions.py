@@ -1,83 +1,26 @@
-"""Team subscriptions: a filter over alerts (zones, domains, categories, minimum severity)
-plus an optional webhook. Stored in the incident store; matched in the stream.
+"""Team subscriptions in the incident store: CRUD, audited, and delivery health.
+The subscription models and the matching live in ``citywatch.streams.subscriptions``.
 
 Example:
-    >>> f = SubscriptionFilter(domains=["environment"], min_severity="Moderate")
-    >>> f.matches(domain="environment", category="Health", severity="Severe",
-    ...           zone_id="2", zone_name="Bronx")
-    True
-    >>> f.matches(domain="traffic", category="Transport", severity="Severe",
-    ...           zone_id=None, zone_name=None)
-    False
+    >>> store = IncidentStore("sqlite://")
+    >>> store.create_schema()
+    >>> book = SubscriptionBook(store)
+    >>> book.create(SubscriptionIn(team="air", domains=["environment"]), actor="me").team
+    'air'
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field
 from sqlalchemy import delete, select, update
 
 from citywatch.ops.store.lifecycle import audit
 from citywatch.ops.store.schema import SubscriptionRow
 from citywatch.ops.store.store import IncidentStore
-from citywatch.rules.model import SEVERITY_RANK, Category, Severity
-from citywatch.streams.envelope import Domain
-
-TEAM_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
-
-
-def _no_nul(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("NUL characters are not allowed")
-    return value
-
-
-CleanText = Annotated[str, AfterValidator(_no_nul)]
-
-
-class SubscriptionFilter(BaseModel):
-    """Which alerts a team wants; an empty list means "any"."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    zones: list[CleanText] = Field(default=[], description="zone ids or names")
-    domains: list[Domain] = []
-    categories: list[Category] = []
-    min_severity: Severity = "Unknown"
-
-    def matches(self, *, domain: str, category: str, severity: str, zone_id: str | None,
-                zone_name: str | None) -> bool:
-        if self.domains and domain not in self.domains:
-            return False
-        if self.categories and category not in self.categories:
-            return False
-        if SEVERITY_RANK.get(severity, 0) < SEVERITY_RANK[self.min_severity]:
-            return False
-        return not self.zones or zone_id in self.zones or zone_name in self.zones
-
-
-class SubscriptionIn(SubscriptionFilter):
-    """A subscription as created or replaced through the API."""
-
-    team: str = Field(pattern=TEAM_PATTERN)
-    webhook_url: AnyHttpUrl | None = None
-    active: bool = True
-
-
-class Subscription(SubscriptionIn):
-    """A stored subscription with its delivery health."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    id: str
-    failures: int = 0
-    last_error: str | None = None
-    created_at: datetime
-    updated_at: datetime
+from citywatch.streams.subscriptions import Subscription, SubscriptionIn
 
 
 def _values(data: SubscriptionIn) -> dict[str, Any]:
@@ -148,10 +91,3 @@ class SubscriptionBook:
                                   if error else {"last_error": None})
         with self.store.engine.begin() as conn:
             conn.execute(update(table).where(table.id == subscription_id).values(**values))
-
-
-def matching(subscriptions: Sequence[Subscription], alert: Any) -> list[Subscription]:
-    """The active subscriptions an alert matches."""
-    return [s for s in subscriptions if s.active and s.matches(
-        domain=alert.domain, category=alert.category, severity=alert.severity,
-        zone_id=alert.zone_id, zone_name=alert.zone_name)]

@@ -1,33 +1,25 @@
-"""Alerts: what a rule raised, with full lineage (source events, rule and model version).
+"""The canonical alert message: what a rule raised, with full lineage (source events,
+rule and model version). One JSON object per message on the public ``alerts`` topic.
 
 Example:
     >>> from datetime import datetime, timezone
     >>> t = datetime(2022, 1, 5, tzinfo=timezone.utc)
-    >>> alert_id("pm25-high", "abc123", "360050110", t) == alert_id(
-    ...     "pm25-high", "abc123", "360050110", t)
+    >>> a = Alert(id="a1", rule_id="pm25-high", rule_version="abc123", domain="environment",
+    ...           kind="pm25", severity="Moderate", urgency="Immediate", certainty="Observed",
+    ...           category="Env", event="PM2.5 high", message="PM2.5 41", entity_id="s1",
+    ...           event_time=t, raised_at=t, source_event_ids=["e1"])
+    >>> decode_alert(encode_alert(a)) == a
     True
 """
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import msgspec
 
-from citywatch.streams.envelope import AttributeValue, uuid5_text
-
-_ALERT_NAMESPACE = uuid.UUID("0b7e3b8e-93c1-4a0b-8d7f-5f0d64a3c2a9")
-
-
-def alert_id(rule_id: str, rule_version: str, entity_id: str, event_time: datetime,
-             window: str = "") -> str:
-    """Deterministic alert id: same rule version, entity and event time/window → same id,
-    so replays and redeliveries upsert instead of duplicating."""
-    key = "\x1f".join([rule_id, rule_version, entity_id,
-                       event_time.astimezone(UTC).isoformat(), window])
-    return uuid5_text(_ALERT_NAMESPACE, key)
+from citywatch.streams.envelope import AttributeValue
 
 
 class Alert(msgspec.Struct, frozen=True, kw_only=True):

@@ -113,3 +113,12 @@ def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int = 1) -> 
     """Create the topics that do not exist yet (one-shot)."""
     with KafkaAdmin(bootstrap) as admin:
         admin.ensure_topics(names, partitions)
+
+
+def read_topic(bootstrap: str, topic: str) -> list[bytes]:
+    """Every message value of every partition of ``topic``, start to end, partition by
+    partition (a module-level function, so it can be handed to worker processes)."""
+    with KafkaAdmin(bootstrap) as admin:
+        partitions = sorted(tp.partition for tp in admin.end_offsets([topic]))
+        return [value for partition in partitions
+                for _, value in admin.read_partition(topic, partition)]

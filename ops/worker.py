@@ -1,0 +1,116 @@
+"""The composition root of a worker process: the stream layer's worker wired to the rule
+engine, the forecast models and the incident store.
+
+This is the one place where the layers meet: ``citywatch.streams.worker.Pipeline`` knows
+only its own interfaces (``RuleSource``, ``ModelSource``, ``AlertSink``, a subscription
+book); the classes below implement them with ``citywatch.rules``,
+``citywatch.forecasts`` and ``citywatch.ops.store``.
+
+Example:
+    >>> from citywatch.ops.settings import Settings
+    >>> pipeline = build_pipeline(Settings(kafka_bootstrap="127.0.0.1:9092"))  # doctest: +SKIP
+    >>> pipeline.run()   # blocks until SIGTERM / SIGINT                         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from pathlib import Path
+
+from citywatch.forecasts.grid import ForecastBook
+from citywatch.ops.settings import Settings
+from citywatch.ops.store.forecast_models import ModelRegistry
+from citywatch.ops.store.rulesets import RuleSetBook
+from citywatch.ops.store.store import IncidentStore
+from citywatch.ops.store.subscriptions import SubscriptionBook
+from citywatch.rules.engine import RuleEngine
+from citywatch.rules.loader import load_ruleset
+from citywatch.rules.model import Correlate, RuleSet, Window
+from citywatch.streams.rule_state import ChangelogState
+from citywatch.streams.worker import Pipeline
+
+log = logging.getLogger(__name__)
+
+
+def warn_split_zone_state(ruleset: RuleSet, partitions: int) -> None:
+    """Zone-keyed state (zone windows, correlate) is only whole on one partition."""
+    zoned = [r.id for r in ruleset.rules if isinstance(r.condition, Correlate)
+             or (isinstance(r.condition, Window) and r.condition.zone_layer)]
+    if zoned and partitions > 1:
+        log.warning("rules %s keep state per zone, but events are partitioned by entity "
+                    "over %d partitions: a zone's events may be split; use one partition",
+                    ", ".join(zoned), partitions)
+
+
+class StoreRuleSource:
+    """Rule engines for the rule set applied in the store (or the configured file when
+    none was applied yet).
+
+    Example:
+        >>> store = IncidentStore("sqlite://")
+        >>> store.create_schema()
+        >>> from citywatch.ops.settings import DEMO_DIR
+        >>> source = StoreRuleSource(RuleSetBook(store), DEMO_DIR / "rules.yaml",
+        ...                          ForecastBook(), partitions=1)
+        >>> source.newer(source.load(ChangelogState()).version, ChangelogState()) is None
+        True
+    """
+
+    def __init__(self, book: RuleSetBook, rules_path: Path, forecasts: ForecastBook, *,
+                 partitions: int) -> None:
+        self.book = book
+        self.rules_path = rules_path
+        self.forecasts = forecasts
+        self.partitions = partitions
+
+    def _engine(self, ruleset: RuleSet, state: ChangelogState) -> RuleEngine:
+        engine = RuleEngine.from_ruleset(ruleset, state, self.forecasts)
+        warn_split_zone_state(ruleset, self.partitions)
+        return engine
+
+    def load(self, state: ChangelogState) -> RuleEngine:
+        applied = self.book.current()
+        ruleset = applied.parse() if applied else load_ruleset(self.rules_path)
+        return self._engine(ruleset, state)
+
+    def newer(self, current: str, state: ChangelogState) -> RuleEngine | None:
+        applied = self.book.current()
+        if applied is None or applied.version == current:
+            return None
+        log.warning("rule set %s applied by %s", applied.version, applied.applied_by)
+        return self._engine(applied.parse(), state)
+
+
+class RegistryModelSource:
+    """Forecast grids of the newest registered models, swapped into ``forecasts``.
+
+    Example:
+        >>> store = IncidentStore("sqlite://")
+        >>> store.create_schema()
+        >>> RegistryModelSource(ModelRegistry(store), ForecastBook()).refresh()
+        []
+    """
+
+    def __init__(self, registry: ModelRegistry, forecasts: ForecastBook) -> None:
+        self.registry = registry
+        self.forecasts = forecasts
+
+    def refresh(self) -> list[str]:
+        swapped = self.forecasts.refresh(self.registry.newest_grids())
+        return [f"{key} -> {self.forecasts.grids[key].model_version}" for key in swapped]
+
+
+def build_pipeline(settings: Settings, bootstrap: str | None = None) -> Pipeline:
+    """A worker process's pipeline, every part built from one ``settings``."""
+    bootstrap = bootstrap or settings.kafka_bootstrap
+    if not bootstrap:
+        raise ValueError("no Kafka: set CITYWATCH_KAFKA_BOOTSTRAP")
+    store = IncidentStore(settings.database_url, correlation_window=timedelta(hours=24))
+    store.create_schema()
+    forecasts = ForecastBook()
+    rules = StoreRuleSource(RuleSetBook(store), settings.rules_path, forecasts,
+                            partitions=settings.topic_partitions)
+    models = RegistryModelSource(ModelRegistry(store), forecasts)
+    return Pipeline(settings, bootstrap, rules=rules, models=models, alerts=store,
+                    subscriptions=SubscriptionBook(store))

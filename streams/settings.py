@@ -1,0 +1,81 @@
+"""The stream layer's settings: Kafka, topics, framing and worker timing.
+
+``citywatch.ops.settings.Settings`` extends this class with the store, API and rule
+settings; the stream layer takes any instance of it, so one settings object is passed
+down from the composition root.
+
+Example:
+    >>> s = StreamSettings(kafka_bootstrap="kafka:9092", topic_prefix="city.")
+    >>> s.topics.alerts
+    'city.alerts'
+    >>> StreamSettings(**s.model_dump()).kafka_bootstrap
+    'kafka:9092'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from citywatch.streams.topics import TopicNames
+
+
+class StreamSettings(BaseSettings):
+    """Stream-layer configuration; every field can be set as ``CITYWATCH_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="CITYWATCH_", extra="forbid")
+
+    kafka_bootstrap: str | None = Field(
+        default=None,
+        description="Kafka bootstrap servers (host:port[,host:port]); unset = start the "
+        "embedded in-memory broker.")
+    topic_prefix: str = Field(default="citywatch.", description="Prefix of every topic name.")
+    topic_partitions: int = Field(default=1, ge=1, description="Partitions of created topics.")
+    app_id: str = Field(default="citywatch", description="Faust app id / consumer group.")
+    data_dir: Path = Field(default=Path(".citywatch"),
+                           description="Worker state directory (Faust data dir).")
+    batch_max_events: int = Field(default=500, ge=1,
+                                  description="Envelopes per internal micro-batch.")
+    batch_max_wait_ms: int = Field(default=20, ge=0,
+                                   description="Longest wait to fill a micro-batch.")
+    broker_session_timeout: float = Field(
+        default=6.0, gt=0,
+        description="Consumer session timeout (s). Low values make group joins on the "
+        "embedded broker fast; raise it on busy production clusters.")
+    fetch_max_wait_ms: int = Field(
+        default=50, ge=1, le=30000,
+        description="Longest time a worker's fetch waits for new data (Faust's fixed 1.5 s "
+                    "stalls the embedded broker's agents).")
+    commit_interval: float = Field(default=0.5, gt=0, description="Offset commit interval (s).")
+    log_level: str = Field(default="warn", description="Worker log level.")
+    rules_poll_seconds: float = Field(default=2.0, gt=0,
+                                      description="How often workers look for a newly "
+                                                  "applied rule set.")
+    forecast_poll_seconds: float = Field(
+        default=30.0, gt=0, description="How often workers look for retrained forecast models.")
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0,
+                                           description="Per-request webhook timeout.")
+    webhook_max_attempts: int = Field(default=5, ge=1,
+                                      description="Webhook delivery attempts per alert.")
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix_chars(cls, value: str) -> str:
+        if any(c not in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
+               for c in value):
+            raise ValueError("may only contain letters, digits, '.', '_' and '-'")
+        return value
+
+    @property
+    def topics(self) -> TopicNames:
+        return TopicNames(self.topic_prefix)
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``CITYWATCH_*`` variables, to hand to a child process."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is not None:
+                env[f"CITYWATCH_{name.upper()}"] = str(value)
+        return env
