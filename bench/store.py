@@ -19,7 +19,7 @@ from sqlalchemy import text
 
 from citywatch.ops.store.schema import Base
 from citywatch.ops.store.store import IncidentStore
-from citywatch.rules.identity import alert_id
+from citywatch.rules.identity import alert_id, event_key
 from citywatch.streams.alert import Alert
 
 ZONES = ["Bronx", "Brooklyn", "Manhattan", "Queens", "Staten Island"]
@@ -32,7 +32,7 @@ def alerts(count: int) -> list[Alert]:
         when = start + timedelta(minutes=i)
         entity = f"site-{i % 300}"
         out.append(Alert(
-            id=alert_id("pm25-high", "v1", entity, when), rule_id="pm25-high",
+            id=alert_id("pm25-high", "v1", event_key(str(i))), rule_id="pm25-high",
             rule_version="v1", domain="environment", kind="air_quality.observed",
             severity="Moderate", urgency="Immediate", certainty="Observed",
             category="Health", event="PM2.5 high", message=f"PM2.5 high at {entity}",

@@ -2,7 +2,12 @@
 
 Starts the broker (unless ``CITYWATCH_KAFKA_BOOTSTRAP`` names one), creates topics, starts
 a worker, replays the bundled feed slices, waits until every stage has drained, and
-returns a summary.
+returns a summary whose alert counts reconcile: ``alerts_emitted`` messages reached the
+alerts topic this run; ``alerts_repeated`` of them carried an id already emitted this run
+(the same alert raised again: the same source record read twice, as the I-94 file's
+repeated rows are, or a redelivery); ``alerts_new`` were newly stored. On a fresh store
+``alerts_emitted - alerts_repeated == alerts_new == alerts_total``; a second run adds 0.
+``alerts_conflicting`` counts ids emitted for different source events (always 0).
 
 Example:
     >>> summary = run_demo(Settings(database_url="sqlite:///demo.db"))  # doctest: +SKIP
@@ -44,6 +49,7 @@ def run_demo(settings: Settings, *, feeds: list[Path] | None = None,
         raise FileNotFoundError(f"no feed configurations in {DEMO_DIR / 'feeds'}")
     store = IncidentStore(settings.database_url)
     store.create_schema()
+    stored_before = store.counts()["alerts_total"]
     report = PumpReport()
     with ExitStack() as stack:
         bootstrap = settings.kafka_bootstrap
@@ -72,7 +78,10 @@ def run_demo(settings: Settings, *, feeds: list[Path] | None = None,
         "events_by_domain": {d: report.events_by_domain.get(d, 0) for d in DOMAINS},
         "alerts_by_domain": {d: counts["alerts_by_domain"].get(d, 0) for d in DOMAINS},
         "alerts_total": counts["alerts_total"],
-        "alerts_this_run": watch.count,
+        "alerts_emitted": watch.count,
+        "alerts_repeated": watch.count - len(watch.keys),
+        "alerts_conflicting": watch.conflicts,
+        "alerts_new": counts["alerts_total"] - stored_before,
         "incidents": counts["incidents"],
         "dead_letters": dead_letters,
         "first_alert_seconds": (round(watch.first_at - started, 3)

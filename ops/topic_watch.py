@@ -12,6 +12,7 @@ import threading
 import time
 from types import TracebackType
 
+import msgspec
 from kafka import KafkaConsumer, TopicPartition
 
 
@@ -21,6 +22,8 @@ class TopicWatch:
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.topic = topic
         self.count = 0
+        self.keys: dict[bytes | None, bytes] = {}  # key -> first value seen
+        self.conflicts = 0  # one key, different source events (must never happen)
         self.first_at: float | None = None
         self._stop = threading.Event()
         self._consumer = KafkaConsumer(bootstrap_servers=bootstrap,
@@ -39,7 +42,24 @@ class TopicWatch:
             got = sum(len(records) for records in batches.values())
             if got and self.first_at is None:
                 self.first_at = time.monotonic()
+            for records in batches.values():
+                for record in records:
+                    self.keys.setdefault(record.key, record.value)
+                    if self.keys[record.key] != record.value and self._differs(
+                            self.keys[record.key], record.value):
+                        self.conflicts += 1
             self.count += got
+
+    @staticmethod
+    def _differs(first: bytes, again: bytes) -> bool:
+        """Whether two messages under one key are about different things (their
+        ``source_event_ids`` differ); a re-raised alert differs only in ``raised_at``."""
+        def sources(value: bytes) -> object:
+            try:
+                return msgspec.json.decode(value).get("source_event_ids")
+            except (msgspec.DecodeError, AttributeError):
+                return value
+        return sources(first) != sources(again)
 
     def start(self) -> TopicWatch:
         self._thread.start()

@@ -35,7 +35,7 @@ from citywatch.geo.sites import SiteLayer, distances_to_point
 from citywatch.geo.zones import ZoneIndex, ZoneLayer
 from citywatch.rules.forecast_kinds import score_anomaly, score_exceedance
 from citywatch.rules.frame import EventFrame
-from citywatch.rules.identity import alert_id
+from citywatch.rules.identity import alert_id, dedupe_key, event_key, group_key
 from citywatch.rules.model import (
     Absence,
     AllOf,
@@ -135,7 +135,7 @@ class RuleEngine:
         self._fields = {r.id: {f for _, f, _, _ in Formatter().parse(r.alert.message) if f}
                         for r in self.rules}
         self._gates = {r.id: Gate(r.alert) for r in self.stateful}
-        self._tests: dict[int, Callable[[EventFrame], Mask]] = {}
+        self._tests: dict[tuple[int, bool], Callable[[EventFrame], Mask]] = {}
         self._roster = AbsenceRoster()
         self._position = 0
         self.late_counts: Counter[str] = Counter()
@@ -187,8 +187,11 @@ class RuleEngine:
             mask = mask & self._condition(rule.condition, frame)
             if not mask.any():
                 continue
-            for i in np.flatnonzero(mask):
-                result.alerts.append(self._alert(rule, frame, int(i), raised_at))
+            template = rule.alert.dedupe_key
+            for i in np.flatnonzero(mask).tolist():
+                key = (None if template is None
+                       else self._render_key(rule, frame, i, template, None))
+                result.alerts.append(self._alert(rule, frame, i, raised_at, dedupe=key))
         if self.stateful:
             state = result.state = FrameState(self.state, position)
             frame.derived["fresh"] = self._fresh(state, frame.size, origins)
@@ -298,7 +301,8 @@ class RuleEngine:
             return score_exceedance(cond, ctx, rows, grid)
         if isinstance(cond, Geofence):
             layer = self.zones.layers[cond.layer]
-            return run_geofence(cond, ctx, self._rows(eligible, None, frame),
+            located = eligible & _located(frame)  # unknown place: no transition either way
+            return run_geofence(cond, ctx, self._rows(located, None, frame),
                                 frame.zones[cond.layer], self._zone_sets.get(id(cond)),
                                 layer.zone_names, layer.zone_ids)
         holds = self._condition(cond, frame)  # a stateless condition behind a gate
@@ -340,16 +344,8 @@ class RuleEngine:
         template = rule.alert.dedupe_key
         keyed = []
         for o in outcomes:
-            key = o.group
-            if template is not None:
-                values = _TemplateValues(frame.event(o.index).attributes
-                                         if o.index >= 0 else {})
-                values.update(o.values, entity_id=o.group,
-                              zone=o.zone[1] if o.zone else o.values.get("zone", "-"))
-                if o.index >= 0:
-                    values.update(entity_id=frame.entity_ids[o.index],
-                                  zone=self._zone_of(rule, frame, o.index)[1] or "-")
-                key = _render(template, values)
+            key = (o.group if template is None
+                   else self._render_key(rule, frame, o.index, template, o))
             keyed.append((key, o))
         cleared = (self._condition(rule.alert.clear_when, frame)
                    if rule.alert.clear_when is not None and frame.size else None)
@@ -361,49 +357,45 @@ class RuleEngine:
                                                        if template is not None else None)
                 for o in passed]
 
+    def _render_key(self, rule: Rule, frame: EventFrame, i: int, template: str,
+                    o: Outcome | None) -> str:
+        """A rule's ``dedupe_key`` rendered for row ``i`` (or for a group outcome)."""
+        values = _TemplateValues(frame.event(i).attributes if i >= 0 else {})
+        if o is not None:
+            values.update(o.values, entity_id=o.group,
+                          zone=o.zone[1] if o.zone else o.values.get("zone", "-"))
+        if i >= 0:
+            when = frame.event(i).time
+            values.update(entity_id=frame.entity_ids[i], kind=frame.event(i).kind,
+                          zone=self._zone_of(rule, frame, i)[1] or "-",
+                          date=when.date().isoformat(), time=when.isoformat())
+        return _render(template, values)
+
     def _condition(self, cond: Condition, frame: EventFrame) -> Mask:
-        """The condition's mask over the frame (a function compiled once per condition)."""
-        test = self._tests.get(id(cond))
+        """Where the condition is known to hold (a function compiled once per condition).
+
+        Conditions are three-valued: an event without the attribute a threshold or match
+        reads, or without a location for a spatial test, makes that test *unknown*, not
+        false — so ``not`` of it, and ``outside: true``, stay unknown and never alert.
+        """
+        return self._test(cond, False)(frame)
+
+    def _test(self, cond: Condition, negated: bool) -> Callable[[EventFrame], Mask]:
+        """Where ``cond`` is known true (``negated``: known false), compiled and cached."""
+        test = self._tests.get((id(cond), negated))
         if test is None:
-            test = self._tests[id(cond)] = self._compile(cond)
-        return test(frame)
+            test = self._tests[(id(cond), negated)] = self._compile(cond, negated)
+        return test
 
-    def _compile(self, cond: Condition) -> Callable[[EventFrame], Mask]:
-        if isinstance(cond, Threshold):
-            attribute = cond.attribute
-            if cond.range is not None:
-                low, high = cond.range
-                if cond.op == "between":
-                    return lambda f: (f.column(attribute) >= low) & (f.column(attribute) <= high)
-                return lambda f: ((f.column(attribute) < low) | (f.column(attribute) > high))
-            compare, value = _OPS[cond.op], cond.value
-            if cond.op == "!=":  # NaN compares False everywhere else: no masking needed
-                return lambda f: compare(f.column(attribute), value) & f.known(attribute)
-            return lambda f: compare(f.column(attribute), value)
-        if isinstance(cond, Match):
-            wanted, attribute = set(cond.values), cond.attribute
-            return lambda f: np.fromiter((v in wanted for v in f.text_column(attribute)),
-                                         dtype=bool, count=f.size)
-        if isinstance(cond, Proximity):
-            return lambda f: self._near(cond, f)[0]
+    def _compile(self, cond: Condition, negated: bool) -> Callable[[EventFrame], Mask]:
         if isinstance(cond, Not):
-            inner = self._compile(cond.condition)
-            return lambda f: ~inner(f)
-        if isinstance(cond, InZone):
-            layer, outside = cond.layer, cond.outside
-            named = self._zone_sets.get(id(cond))
-            if named is None:
-                return (lambda f: f.zones[layer] < 0) if outside else (
-                    lambda f: f.zones[layer] >= 0)
-
-            def in_named(f: EventFrame) -> Mask:
-                zone = f.zones[layer]
-                inside = (zone >= 0) & named[np.maximum(zone, 0)]
-                return ~inside if outside else inside
-            return in_named
+            return self._test(cond.condition, not negated)
         if isinstance(cond, AllOf | AnyOf):
-            subs = [self._compile(c) for c in cond.conditions]
-            combine = np.logical_and if isinstance(cond, AllOf) else np.logical_or
+            # Kleene: all-of is known true where every part is, known false where any
+            # part is; any-of the other way round
+            subs = [self._test(c, negated) for c in cond.conditions]
+            every = isinstance(cond, AllOf) != negated
+            combine = np.logical_and if every else np.logical_or
 
             def folded(f: EventFrame) -> Mask:
                 mask = subs[0](f)
@@ -411,6 +403,48 @@ class RuleEngine:
                     mask = combine(mask, sub(f))
                 return mask
             return folded
+        holds, known = self._leaf(cond)
+        if negated:
+            return lambda f: ~holds(f) & known(f)
+        if _unknown_can_hold(cond):
+            return lambda f: holds(f) & known(f)
+        return holds  # NaN compares false, no zone or site matches nowhere: holds ⊆ known
+
+    def _leaf(self, cond: Condition,
+              ) -> tuple[Callable[[EventFrame], Mask], Callable[[EventFrame], Mask]]:
+        """(holds, known) of a simple condition; ``holds`` may be anything where unknown."""
+        if isinstance(cond, Threshold):
+            attribute = cond.attribute
+            known: Callable[[EventFrame], Mask] = lambda f: f.known(attribute)  # noqa: E731
+            if cond.range is not None:
+                low, high = cond.range
+                if cond.op == "between":
+                    return (lambda f: (f.column(attribute) >= low)
+                            & (f.column(attribute) <= high)), known
+                return (lambda f: (f.column(attribute) < low)
+                        | (f.column(attribute) > high)), known
+            compare, value = _OPS[cond.op], cond.value
+            return (lambda f: compare(f.column(attribute), value)), known
+        if isinstance(cond, Match):
+            wanted, attribute = set(cond.values), cond.attribute
+            return (lambda f: np.fromiter((v in wanted for v in f.text_column(attribute)),
+                                          dtype=bool, count=f.size),
+                    lambda f: np.fromiter((v is not None for v in f.text_column(attribute)),
+                                          dtype=bool, count=f.size))
+        if isinstance(cond, Proximity):
+            return (lambda f: self._near(cond, f)[0]), _located
+        if isinstance(cond, InZone):
+            layer, outside = cond.layer, cond.outside
+            named = self._zone_sets.get(id(cond))
+            if named is None:
+                return ((lambda f: f.zones[layer] < 0) if outside else (
+                    lambda f: f.zones[layer] >= 0)), _located
+
+            def in_named(f: EventFrame) -> Mask:
+                zone = f.zones[layer]
+                inside = (zone >= 0) & named[np.maximum(zone, 0)]
+                return ~inside if outside else inside
+            return in_named, _located
         raise TypeError(f"unknown condition {cond!r}")
 
     def _near(self, cond: Proximity, frame: EventFrame,
@@ -472,14 +506,21 @@ class RuleEngine:
         window = outcome.window if outcome is not None else ""
         sources = outcome.source_ids if outcome is not None and outcome.source_ids else [
             event.id]
-        id_time = event.time
         model = urgency = certainty = None
+        episode = None
         if outcome is not None:
             if outcome.id_time is not None:
-                id_time = datetime.fromtimestamp(outcome.id_time, UTC)
+                episode = datetime.fromtimestamp(outcome.id_time, UTC)
             model, urgency, certainty = outcome.model, outcome.urgency, outcome.certainty
+        if dedupe is not None:  # explicit: per key, or per episode when the rule is gated
+            key = dedupe_key(dedupe, (episode or event.time) if rule.stateful else None,
+                             window)
+        elif episode is not None:  # a forecast crossing: one alert per entity and episode
+            key = group_key(event.entity_id, episode, window)
+        else:
+            key = event_key(event.id, window)
         return Alert(
-            id=alert_id(rule.id, version, dedupe or event.entity_id, id_time, window),
+            id=alert_id(rule.id, version, key),
             rule_id=rule.id, rule_version=version, domain=event.domain, kind=event.kind,
             severity=rule.alert.severity, urgency=urgency or rule.alert.urgency,
             certainty=certainty or rule.alert.certainty, category=rule.alert.category,
@@ -503,8 +544,9 @@ class RuleEngine:
         attributes = {k: v for k, v in outcome.values.items()
                       if isinstance(v, str | int | float | bool)}
         return Alert(
-            id=alert_id(rule.id, version, dedupe or outcome.group, event_time,
-                        outcome.window),
+            id=alert_id(rule.id, version,
+                        dedupe_key(dedupe, event_time, outcome.window) if dedupe is not None
+                        else group_key(outcome.group, event_time, outcome.window)),
             rule_id=rule.id, rule_version=version, domain=rule.domain,
             kind=f"rule.{rule.condition.type}", severity=rule.alert.severity,
             urgency=rule.alert.urgency, certainty=rule.alert.certainty,
@@ -515,6 +557,17 @@ class RuleEngine:
             source_event_ids=outcome.source_ids,
             zone_layer=rule.incident_layer if zone_id else None, zone_id=zone_id,
             zone_name=zone_name, geometry=outcome.geometry, attributes=attributes)
+
+
+def _unknown_can_hold(cond: Condition) -> bool:
+    """Whether a simple condition's raw test can be true where its inputs are missing."""
+    return (isinstance(cond, Threshold) and cond.op == "!=") or (
+        isinstance(cond, InZone) and cond.outside)
+
+
+def _located(frame: EventFrame) -> Mask:
+    """Where events have a location (spatial tests are unknown elsewhere)."""
+    return frame.cached("located", lambda: ~np.isnan(frame.lon))
 
 
 def _render(template: str, values: _TemplateValues) -> str:

@@ -316,10 +316,13 @@ def run_absence(cond: Absence, ctx: Context, rows: list[int],
     outcomes: list[Outcome] = []
 
     def silent(entity: str, st: dict[str, Any]) -> Outcome:
+        geometry = st["g"]
+        if isinstance(geometry, int):  # the row of an earlier event in this frame
+            geometry = frame.event(geometry).geometry
         return Outcome(time=st["t"] + cond.after, hit=True, group=entity,
                        values={"last_seen": iso(st["t"]),
                                "silent_minutes": round(cond.after / 60, 1)},
-                       source_ids=[st["id"]], geometry=st["g"])
+                       source_ids=[st["id"]], geometry=geometry)
 
     for entity, idx, key, st in ctx.groups(rows):
         for i in idx:

@@ -170,7 +170,7 @@ def test_sf_high_risk_violations_by_neighbourhood(shared_data: Path, tmp_path: P
     engine = RuleEngine.from_ruleset(RuleSet.model_validate(rules))
     events = [e for e in FileSource(load_feed(tmp_path / "violations.yaml")).run()
               if isinstance(e, Envelope)]
-    alerts = {a.id: a for a in engine.evaluate(events)}.values()  # one per business-day
+    alerts = {a.id: a for a in engine.evaluate(events)}.values()  # one per violation record
     got = pd.Series([a.zone_name for a in alerts]).value_counts().to_dict()
 
     violations = pd.read_csv(shared_data / "food_safety/sf_violations_plus.csv", dtype=str)
@@ -178,7 +178,8 @@ def test_sf_high_risk_violations_by_neighbourhood(shared_data: Path, tmp_path: P
                              encoding="latin-1")
     high = violations[violations["risk_category"] == "High Risk"].merge(
         businesses, on="business_id", how="left").dropna(subset=["latitude", "longitude"])
-    high = high.drop_duplicates(["business_id", "date"])
+    # one alert per source record (the record id); repeated rows of one record are one
+    high = high.drop_duplicates(["business_id", "date", "ViolationTypeID"])
     hoods = json.loads((shared_data / "boundaries/san-francisco.geojson").read_text())
     polys = [(f["properties"]["name"], shape(f["geometry"]).buffer(0))
              for f in hoods["features"]]

@@ -41,8 +41,13 @@ def demo(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON ob
     table.add_row("total", str(sum(summary["events_by_domain"].values())),
                   str(summary["alerts_total"]), style="bold")
     console.print(table)
+    console.print(f"alerts emitted {summary['alerts_emitted']} = "
+                  f"{summary['alerts_emitted'] - summary['alerts_repeated']} distinct + "
+                  f"{summary['alerts_repeated']} repeated (same source record again); "
+                  f"newly stored {summary['alerts_new']}; the store holds "
+                  f"{summary['alerts_total']}")
     console.print(f"incidents: {summary['incidents']}   dead letters: "
-                  f"{summary['dead_letters']}   alerts this run: {summary['alerts_this_run']}")
+                  f"{summary['dead_letters']}")
     console.print(f"first alert after {summary['first_alert_seconds']} s; done in "
                   f"{summary['elapsed_seconds']} s; store: {summary['store_url']}")
 
