@@ -27,7 +27,7 @@ import shapely
 from lxml import etree
 from pydantic import Field
 from pyproj import CRS, Transformer
-from shapely.geometry import MultiPolygon, Point, Polygon
+from shapely.geometry import Point, Polygon
 from shapely.ops import transform
 
 from citywatch.connectors.base import CountingCheckpoint, Source, SourceItem
@@ -138,7 +138,8 @@ def cap_records(root: etree._Element) -> Iterator[tuple[str, dict[str, Any]]]:
                     attrs[key] = f"{attrs[key]},{value}" if key in attrs else value
             geometry = None
             if shapes:
-                merged = shapes[0] if len(shapes) == 1 else MultiPolygon(shapes)
+                # overlapping areas merge into one valid (Multi)Polygon
+                merged = shapes[0] if len(shapes) == 1 else shapely.union_all(shapes)
                 geometry = json.loads(shapely.to_geojson(shapely.set_precision(merged, 1e-7)))
             yield f"{i}/{j}", {"head": head, "time": when, "attributes": {
                 k: v for k, v in attrs.items() if v is not None}, "geometry": geometry}

@@ -15,8 +15,12 @@ Example:
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from citywatch.forecasts.grid import ForecastBook
 from citywatch.ops.settings import Settings
@@ -27,8 +31,9 @@ from citywatch.ops.store.subscriptions import SubscriptionBook
 from citywatch.rules.engine import RuleEngine
 from citywatch.rules.loader import load_ruleset
 from citywatch.rules.model import Correlate, RuleSet, Window
+from citywatch.streams.alert import Alert
 from citywatch.streams.rule_state import ChangelogState
-from citywatch.streams.worker import Pipeline
+from citywatch.streams.worker import Pipeline, SinkUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +106,38 @@ class RegistryModelSource:
         return [f"{key} -> {self.forecasts.grids[key].model_version}" for key in swapped]
 
 
+class StoreSink:
+    """The incident store as the worker's alert sink: outages (connection refused or
+    lost, a locked SQLite file, a pool timeout) become
+    :class:`~citywatch.streams.worker.SinkUnavailable`, retried by the worker; anything
+    else is a refusal of the batch.
+
+    Example:
+        >>> store = IncidentStore("sqlite://")
+        >>> store.create_schema()
+        >>> StoreSink(store).add_new_alerts([])
+        set()
+    """
+
+    def __init__(self, store: IncidentStore) -> None:
+        self.store = store
+
+    def add_new_alerts(self, alerts: Sequence[Alert]) -> set[str]:
+        try:
+            return self.store.add_new_alerts(alerts)
+        except (OperationalError, InterfaceError, SQLAlchemyTimeoutError) as exc:
+            raise SinkUnavailable(_first_line(exc)) from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise SinkUnavailable(_first_line(exc)) from exc
+            raise
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def build_pipeline(settings: Settings, bootstrap: str | None = None) -> Pipeline:
     """A worker process's pipeline, every part built from one ``settings``."""
     bootstrap = bootstrap or settings.kafka_bootstrap
@@ -112,5 +149,5 @@ def build_pipeline(settings: Settings, bootstrap: str | None = None) -> Pipeline
     rules = StoreRuleSource(RuleSetBook(store), settings.rules_path, forecasts,
                             partitions=settings.topic_partitions)
     models = RegistryModelSource(ModelRegistry(store), forecasts)
-    return Pipeline(settings, bootstrap, rules=rules, models=models, alerts=store,
+    return Pipeline(settings, bootstrap, rules=rules, models=models, alerts=StoreSink(store),
                     subscriptions=SubscriptionBook(store))

@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
+import shapely
+import shapely.validation
 from msgspec import Meta
 
 SCHEMA_VERSION = 1
@@ -106,29 +108,78 @@ def validate_envelope(envelope: Envelope) -> Envelope:
     return envelope
 
 
-_GEOJSON_TYPES = frozenset({"Point", "LineString", "Polygon", "MultiPoint",
-                            "MultiLineString", "MultiPolygon"})
+_DEPTH = {"Point": 1, "MultiPoint": 2, "LineString": 2, "MultiLineString": 3,
+          "Polygon": 3, "MultiPolygon": 4}
+_GEOMETRY_KEYS = frozenset({"type", "coordinates", "bbox"})
+MAX_VERTICES = 20_000
+"""Vertices one geometry may have (a district polygon has a few thousand)."""
+
+
+def _position(value: Any) -> None:
+    if not isinstance(value, list) or not 2 <= len(value) <= 3:
+        raise EnvelopeError(f"{_short(value)} is not a position [lon, lat]",
+                            field="geometry.coordinates")
+    lon, lat = value[0], value[1]
+    # exact types keep out bools and numeric strings; NaN fails every comparison
+    if (type(lon) not in (int, float) or type(lat) not in (int, float)
+            or not (-180 <= lon <= 180 and -90 <= lat <= 90)
+            or (len(value) == 3 and (type(value[2]) not in (int, float)
+                                     or not math.isfinite(value[2])))):
+        raise EnvelopeError(f"({lon!r}, {lat!r}) is not a finite lon/lat in range",
+                            field="geometry.coordinates")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _positions(value: Any, depth: int, kind: str, counted: list[int]) -> None:
+    """Check nested coordinate lists ``depth`` levels deep, the last being positions."""
+    if depth == 1:
+        _position(value)
+        counted[0] += 1
+        if counted[0] > MAX_VERTICES:
+            raise EnvelopeError(f"more than {MAX_VERTICES} vertices",
+                                field="geometry.coordinates")
+        return
+    if not isinstance(value, list) or not value:
+        raise EnvelopeError(f"a {kind} needs non-empty nested lists of positions, got "
+                            f"{_short(value)}", field="geometry.coordinates")
+    for item in value:
+        _positions(item, depth - 1, kind, counted)
+    if depth == 2 and kind in ("LineString", "MultiLineString") and len(value) < 2:
+        raise EnvelopeError("a line needs at least 2 positions", field="geometry.coordinates")
+    if depth == 2 and kind in ("Polygon", "MultiPolygon") and (
+            len(value) < 4 or value[0] != value[-1]):
+        raise EnvelopeError("a polygon ring needs at least 4 positions, the last equal "
+                                "to the first", field="geometry.coordinates")
 
 
 def check_geometry(geometry: dict[str, Any]) -> None:
-    """A GeoJSON geometry: known type; a Point has finite lon/lat in range."""
+    """A GeoJSON geometry (RFC 7946): a known type, coordinates nested as the type says,
+    finite lon/lat in range, lines of ≥ 2 positions, closed rings of ≥ 4, at most
+    :data:`MAX_VERTICES` vertices, valid polygons (no self-intersection), and no
+    members beyond ``type``, ``coordinates`` and ``bbox``."""
     kind = geometry.get("type")
     coords = geometry.get("coordinates")
-    if kind == "Point":
-        try:
-            lon, lat = coords[0], coords[1]  # type: ignore[index]
-        except (TypeError, IndexError, KeyError):
-            raise EnvelopeError("a Point needs [lon, lat]",
-                                field="geometry.coordinates") from None
-        # exact types keep out bools and numeric strings; NaN fails every comparison
-        if (type(lon) not in (int, float) or type(lat) not in (int, float)
-                or not (-180 <= lon <= 180 and -90 <= lat <= 90)):
-            raise EnvelopeError(f"({lon!r}, {lat!r}) is not a finite lon/lat in range",
-                                field="geometry.coordinates")
-    elif kind not in _GEOJSON_TYPES:
-        raise EnvelopeError(f"unsupported GeoJSON type {kind!r}", field="geometry.type")
-    elif coords is None:
+    if kind == "Point" and len(geometry) == 2:  # the hot path: most events are points
+        _position(coords)
+        return
+    if kind not in _DEPTH:
+        raise EnvelopeError(f"unsupported GeoJSON type {_short(kind)}", field="geometry.type")
+    extra = set(geometry) - _GEOMETRY_KEYS
+    if extra:
+        raise EnvelopeError(f"unexpected member(s) {', '.join(sorted(map(str, extra)))}",
+                            field="geometry")
+    if coords is None:
         raise EnvelopeError("missing", field="geometry.coordinates")
+    _positions(coords, _DEPTH[kind], kind, [0])
+    if kind in ("Polygon", "MultiPolygon"):
+        shape = shapely.geometry.shape(geometry)
+        if not shape.is_valid:
+            raise EnvelopeError(f"invalid polygon: {shapely.validation.explain_validity(shape)}",
+                                field="geometry.coordinates")
 
 
 def uuid5_text(namespace: uuid.UUID, name: str) -> str:
@@ -199,3 +250,8 @@ def decode_envelope(payload: bytes, *, locator: str | None = None) -> Envelope:
         raise EnvelopeError(message, field=field, locator=locator) from None
     except msgspec.DecodeError as exc:
         raise EnvelopeError(f"not valid JSON: {exc}", locator=locator) from None
+    except UnicodeDecodeError as exc:
+        raise EnvelopeError(f"not valid UTF-8 at byte {exc.start}",
+                            locator=locator) from None
+    except RecursionError:
+        raise EnvelopeError("JSON nested too deeply", locator=locator) from None

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import zlib
 from collections import defaultdict
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -39,22 +40,76 @@ def ingest_group(settings: StreamSettings) -> str:
     return f"{settings.app_id}-ingest"
 
 
-def split_records(records: list[ConsumerRecord[bytes, bytes]],
+def split_records(records: list[ConsumerRecord[bytes, bytes]], *,
+                  max_ahead: float = 86400.0,
+                  floor: datetime = datetime(1970, 1, 1, tzinfo=UTC),
+                  now: datetime | None = None,
                   ) -> tuple[list[tuple[Envelope, ConsumerRecord[bytes, bytes]]],
                              list[DeadLetter]]:
-    """Validate raw records into (envelope, record) pairs and dead letters (nothing is
-    dropped)."""
+    """Validate raw records into (envelope, record) pairs and dead letters: nothing is
+    dropped, and no record — whatever its bytes — raises. Events stamped more than
+    ``max_ahead`` seconds after ``now`` (when ingest received them) or before ``floor``
+    are dead-lettered, so one bad clock cannot move stream time."""
     good: list[tuple[Envelope, ConsumerRecord[bytes, bytes]]] = []
     bad: list[DeadLetter] = []
+    now = now or datetime.now(UTC)
+    latest = now + timedelta(seconds=max_ahead)
     for rec in records:
         locator = f"{rec.topic}/{rec.partition}@{rec.offset}"
+        raw = rec.value or b""
         try:
-            good.append((decode_envelope(rec.value or b"", locator=locator), rec))
+            envelope = decode_envelope(raw, locator=locator)
+            if envelope.time > latest:
+                raise EnvelopeError(f"{envelope.time.isoformat()} is more than "
+                                    f"{max_ahead:g} s ahead of the time received "
+                                    f"({now.isoformat()})", field="time", locator=locator)
+            if envelope.time < floor:
+                raise EnvelopeError(f"{envelope.time.isoformat()} is before the floor "
+                                    f"{floor.isoformat()}", field="time", locator=locator)
+            good.append((envelope, rec))
         except EnvelopeError as exc:
-            bad.append(DeadLetter.from_error(
-                exc, stage="ingest", source=rec.topic, locator=locator,
-                raw=(rec.value or b"").decode("utf-8", "replace")))
+            bad.append(DeadLetter.from_error(exc, stage="ingest", source=rec.topic,
+                                             locator=locator, raw=_text(raw)))
+        except Exception as exc:  # any bytes: a dead letter, never a crash
+            bad.append(DeadLetter(stage="ingest", source=rec.topic, locator=locator,
+                                  error=f"unreadable record: {type(exc).__name__}: {exc}",
+                                  raw=_text(raw)))
     return good, bad
+
+
+def _text(raw: bytes, limit: int = 100_000) -> str:
+    """The raw record for a dead letter: decoded leniently, cut at ``limit`` characters."""
+    text = raw[:limit * 4].decode("utf-8", "replace")
+    return text if len(text) <= limit else text[:limit] + f"…[{len(raw)} bytes]"
+
+
+def frames_of(pairs: list[tuple[Envelope, ConsumerRecord[bytes, bytes]]],
+              ) -> tuple[list[bytes], list[DeadLetter]]:
+    """One frame for ``pairs``; an envelope that cannot be framed (it passed validation
+    but its geometry breaks the frame's location step) is dead-lettered alone."""
+    def encode(chunk: list[tuple[Envelope, ConsumerRecord[bytes, bytes]]]) -> bytes:
+        return encode_batch([env for env, _ in chunk],
+                            [f"{rec.topic}/{rec.partition}" for _, rec in chunk],
+                            [rec.offset for _, rec in chunk],
+                            raws=[rec.value or b"" for _, rec in chunk])
+    if not pairs:
+        return [], []
+    try:
+        return [encode(pairs)], []
+    except Exception:  # find the one that fails, keep the others
+        kept, letters = [], []
+        for pair in pairs:
+            try:
+                encode([pair])
+                kept.append(pair)
+            except Exception as exc:
+                rec = pair[1]
+                locator = f"{rec.topic}/{rec.partition}@{rec.offset}"
+                letters.append(DeadLetter(
+                    stage="ingest", source=rec.topic, locator=locator,
+                    error=f"cannot frame: {type(exc).__name__}: {exc}",
+                    raw=_text(rec.value or b"")))
+        return ([encode(kept)] if kept else []), letters
 
 
 class RawIngest(Service):
@@ -126,7 +181,9 @@ class RawIngest(Service):
         """Send valid envelopes as frames and bad records to dead-letter; returns the
         acknowledgement futures."""
         assert self.producer is not None
-        good, bad = split_records(records)
+        good, bad = split_records(records,
+                                  max_ahead=self.settings.event_time_max_ahead_seconds,
+                                  floor=self.settings.event_time_floor)
         parts = sorted(await self.producer.partitions_for(self.topics.events))
         by_partition: dict[int, list[tuple[Envelope, ConsumerRecord[bytes, bytes]]]] = \
             defaultdict(list)
@@ -137,13 +194,11 @@ class RawIngest(Service):
         futures = []
         for partition, pairs in by_partition.items():
             for start in range(0, len(pairs), size):
-                chunk = pairs[start:start + size]
-                frame = encode_batch([env for env, _ in chunk],
-                                     [f"{rec.topic}/{rec.partition}" for _, rec in chunk],
-                                     [rec.offset for _, rec in chunk],
-                                     raws=[rec.value or b"" for _, rec in chunk])
-                futures.append(await self.producer.send(self.topics.events, frame,
-                                                        partition=partition))
+                frames, unframed = frames_of(pairs[start:start + size])
+                bad.extend(unframed)
+                for frame in frames:
+                    futures.append(await self.producer.send(self.topics.events, frame,
+                                                            partition=partition))
         for letter in bad:
             log.warning("dead-letter %s: %s%s", letter.locator,
                         f"field '{letter.field}': " if letter.field else "", letter.error)

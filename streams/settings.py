@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import Field, field_validator
@@ -55,6 +56,17 @@ class StreamSettings(BaseSettings):
                                                   "applied rule set.")
     forecast_poll_seconds: float = Field(
         default=30.0, gt=0, description="How often workers look for retrained forecast models.")
+    event_time_max_ahead_seconds: float = Field(
+        default=86400.0, gt=0,
+        description="Events stamped further ahead of the time ingest receives them are "
+                    "dead-lettered (one bad clock must not move stream time).")
+    event_time_floor: datetime = Field(
+        default=datetime(1970, 1, 1, tzinfo=UTC),
+        description="Events stamped before this time are dead-lettered.")
+    max_alert_bytes: int = Field(
+        default=900_000, ge=10_000,
+        description="Largest alert message; a larger alert's free text is truncated "
+                    "with a marker (keep below the broker's message.max.bytes).")
     webhook_timeout_seconds: float = Field(default=5.0, gt=0,
                                            description="Per-request webhook timeout.")
     webhook_max_attempts: int = Field(default=5, ge=1,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from typing import Any, Protocol
 
 import faust
@@ -81,10 +81,59 @@ class ModelSource(Protocol):
         ...
 
 
-class AlertSink(Protocol):
-    """Where alerts are kept (the incident store): idempotent, batched."""
+class SinkUnavailable(Exception):
+    """The alert sink cannot be reached now (an outage): retry, do not drop."""
 
-    def add_alerts(self, alerts: Sequence[Alert]) -> Any: ...
+
+class AlertSink(Protocol):
+    """Where alerts are kept (the incident store): idempotent, batched, durable."""
+
+    def add_new_alerts(self, alerts: Sequence[Alert]) -> Collection[str]:
+        """Store ``alerts`` in one transaction; return the ids that were new. Raises
+        :class:`SinkUnavailable` when the store is unreachable (the batch is retried);
+        any other exception means the store refused the batch (it is split to find the
+        alert it refuses, which is dead-lettered alone)."""
+        ...
+
+
+TRUNCATED = "…[truncated]"
+
+
+def fit_alert(alert: Alert, limit: int) -> bytes:
+    """The alert's message, at most ``limit`` bytes: an alert too large for the broker
+    loses its free text first (message and text attributes cut, marked with
+    ``…[truncated]``), then its geometry (its zone and lineage stay), never its
+    neighbours.
+
+    Example:
+        >>> from datetime import datetime, timezone
+        >>> t = datetime(2024, 1, 1, tzinfo=timezone.utc)
+        >>> big = Alert(id="a", rule_id="r", rule_version="v", domain="disaster",
+        ...             kind="k", severity="Minor", urgency="Past", certainty="Observed",
+        ...             category="Geo", event="e", message="x" * 50_000, entity_id="e",
+        ...             event_time=t, raised_at=t, source_event_ids=["s"])
+        >>> len(fit_alert(big, 10_000)) <= 10_000
+        True
+        >>> decode_alert(fit_alert(big, 10_000)).message.endswith(TRUNCATED)
+        True
+    """
+    payload = encode_alert(alert)
+    if len(payload) <= limit:
+        return payload
+    budget = max(100, limit // 4)
+    def cut(text: str) -> str:
+        return text if len(text) <= budget else text[:budget] + TRUNCATED
+    smaller = msgspec.structs.replace(
+        alert, message=cut(alert.message), event=cut(alert.event),
+        attributes={k: cut(v) if isinstance(v, str) else v
+                    for k, v in alert.attributes.items()},
+        source_event_ids=alert.source_event_ids[:1000])
+    payload = encode_alert(smaller)
+    if len(payload) > limit:
+        payload = encode_alert(msgspec.structs.replace(
+            smaller, geometry=None, attributes={"truncated": True},
+            source_event_ids=alert.source_event_ids[:100]))
+    return payload
 
 
 def faust_broker_urls(bootstrap: str) -> list[str]:
@@ -190,7 +239,11 @@ class Pipeline:
 
     async def reload_forecasts(self) -> None:
         """Swap in forecast grids of models retrained since (hot swap, no restart)."""
-        swapped = await asyncio.to_thread(self.models.refresh)
+        try:
+            swapped = await asyncio.to_thread(self.models.refresh)
+        except Exception as exc:  # an unreachable registry must not stop the worker
+            log.warning("forecast models not refreshed (%s); keeping the current ones", exc)
+            return
         if swapped:
             log.warning("forecast models swapped: %s", ", ".join(swapped))
 
@@ -206,11 +259,20 @@ class Pipeline:
             partition = event.message.partition
             if partition not in self.rule_state.recovered:
                 await asyncio.to_thread(self._recover_state, partition)
-            result = self.engine.process(decode_frame(event.value),
-                                         position=event.message.offset)
-            sent = [await self.alerts_topic.send(key=alert.id.encode(),
-                                                 value=encode_alert(alert))
-                    for alert in result.alerts]
+            where = f"{event.message.topic}/{partition}@{event.message.offset}"
+            try:
+                result = self.engine.process(decode_frame(event.value),
+                                             position=event.message.offset)
+            except Exception as exc:  # one frame must never stop the stage for good
+                log.exception("rules failed on frame %s; dead-lettered", where)
+                await self._dead_letter("rules", self.settings.topics.events, where,
+                                        f"rule evaluation failed: {type(exc).__name__}: "
+                                        f"{exc}", bytes(event.value))
+                yield None
+                continue
+            sent = [await self.alerts_topic.send(
+                key=alert.id.encode(), value=fit_alert(alert, self.settings.max_alert_bytes))
+                for alert in result.alerts]
             for envelope, rule_id, reason in result.late:
                 letter = DeadLetter(stage="rules", source=self.settings.topics.events,
                                     locator=f"{rule_id}:{envelope.id}",
@@ -236,8 +298,14 @@ class Pipeline:
                         partition, applied)
 
     async def store_alerts(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        """alerts → incident store (in batches, idempotently) → team topics and webhooks."""
-        loop = asyncio.get_running_loop()
+        """alerts → incident store (in batches, idempotently) → team topics and webhooks.
+
+        A batch is acknowledged (the next one taken) only once it is written: while the
+        store is unreachable this agent waits and retries with backoff, so nothing is
+        consumed meanwhile; an alert the store refuses is dead-lettered alone and the
+        rest of its batch is stored. Only alerts new to the store are routed, so a replay
+        sends nothing to teams again.
+        """
         async for values in stream.take(500, within=0.2):
             alerts: list[Alert] = []
             payloads: dict[str, bytes] = {}
@@ -246,16 +314,45 @@ class Pipeline:
                     alerts.append(decode_alert(value))
                     payloads[alerts[-1].id] = bytes(value)
                 except msgspec.MsgspecError as exc:
-                    letter = DeadLetter(stage="store", source=self.settings.topics.alerts,
-                                        locator="alerts", error=f"not an alert: {exc}",
-                                        raw=bytes(value).decode("utf-8", "replace"))
-                    await self.deadletter_topic.send(value=encode_deadletter(letter))
-            await loop.run_in_executor(None, self.sink.add_alerts, alerts)
-            for subscription, alert in route(await self.subscriptions.current(), alerts):
+                    await self._dead_letter("store", self.settings.topics.alerts, "alerts",
+                                            f"not an alert: {exc}", bytes(value))
+            new = await self._write(alerts)
+            fresh = [alert for alert in alerts if alert.id in new]
+            for subscription, alert in route(await self.subscriptions.current(), fresh):
                 topic = await self._team_topic(subscription.team)
                 await topic.send(key=alert.id.encode(), value=payloads[alert.id])
                 self.webhooks.submit(subscription, payloads[alert.id])
             yield None
+
+    async def _write(self, alerts: list[Alert]) -> set[str]:
+        """Write ``alerts``; returns the new ids. Waits out outages, isolates refusals."""
+        if not alerts:
+            return set()
+        delay = 0.5
+        while True:
+            try:
+                return set(await asyncio.to_thread(self.sink.add_new_alerts, alerts))
+            except SinkUnavailable as exc:
+                log.warning("incident store unavailable (%s); %d alerts wait, retrying in "
+                            "%.1f s (not consuming meanwhile)", exc, len(alerts), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            except Exception as exc:
+                if len(alerts) == 1:
+                    alert = alerts[0]
+                    log.warning("incident store refused alert %s: %s", alert.id, exc)
+                    await self._dead_letter("store", self.settings.topics.alerts, alert.id,
+                                            f"refused by the store: {exc}",
+                                            encode_alert(alert))
+                    return set()
+                half = len(alerts) // 2
+                return await self._write(alerts[:half]) | await self._write(alerts[half:])
+
+    async def _dead_letter(self, stage: str, source: str, locator: str, error: str,
+                           raw: bytes) -> None:
+        letter = DeadLetter(stage=stage, source=source, locator=locator, error=error[:2000],
+                            raw=raw[:1_000_000].decode("utf-8", "replace"))
+        await self.deadletter_topic.send(value=encode_deadletter(letter))
 
     def run(self) -> None:
         """Run the worker until it receives SIGTERM or SIGINT."""

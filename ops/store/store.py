@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Sequence
@@ -102,10 +103,17 @@ class IncidentStore:
         self.engine.dispose()
 
     def add_alerts(self, alerts: Sequence[Alert], attempts: int = 5) -> int:
-        """Store alerts; returns how many were new.
+        """Store alerts; returns how many were new (see :meth:`add_new_alerts`)."""
+        return len(self.add_new_alerts(alerts, attempts))
+
+    def add_new_alerts(self, alerts: Sequence[Alert], attempts: int = 5) -> set[str]:
+        """Store alerts in one transaction; returns the ids that were new (an id already
+        stored is skipped, so a replay inserts nothing and routes nothing again).
 
         Rows are written in id order so concurrent writers take row locks in the same
-        order; a deadlock or serialization failure that still happens is retried.
+        order; a deadlock or serialization failure that still happens is retried. Text
+        longer than its column is cut with a marker and NUL characters are replaced, so
+        every field an envelope can carry fits.
         """
         for attempt in range(attempts):
             try:
@@ -115,20 +123,24 @@ class IncidentStore:
                 if not retryable or attempt + 1 == attempts:
                     raise
                 time.sleep(0.05 * 2 ** attempt)
-        return 0
+        return set()
 
-    def _add_alerts(self, alerts: Sequence[Alert]) -> int:
+    def _add_alerts(self, alerts: Sequence[Alert]) -> set[str]:
         if not alerts:
-            return 0
+            return set()
         unique = {a.id: a for a in sorted(alerts, key=lambda a: a.id)}
         incident_of = {a.id: incident_id(a, self.window) for a in unique.values()}
         now = datetime.now(UTC)
         with self.engine.begin() as conn:
             self._ensure_incidents(conn, list(unique.values()), incident_of, now)
-            rows = [_alert_row(a, incident_of[a.id]) for a in unique.values()]
-            conn.execute(self._insert(AlertRow).on_conflict_do_nothing(index_elements=["id"]),
-                         rows)
-            return self._refresh_incidents(conn, sorted(set(incident_of.values())), now)
+            rows = [fit_row(AlertRow, _alert_row(a, incident_of[a.id]))
+                    for a in unique.values()]
+            inserted = conn.execute(
+                self._insert(AlertRow).on_conflict_do_nothing(index_elements=["id"])
+                .returning(AlertRow.id), rows)
+            new = {row.id for row in inserted}
+            self._refresh_incidents(conn, sorted(set(incident_of.values())), now)
+            return new
 
     def _ensure_incidents(self, conn: Any, alerts: list[Alert], incident_of: dict[str, str],
                           now: datetime) -> None:
@@ -152,7 +164,7 @@ class IncidentStore:
                 "alert_count": 0, "created_at": now, "updated_at": now, "lon": lon,
                 "lat": lat, "revision": 0})
         conn.execute(self._insert(IncidentRow).on_conflict_do_nothing(index_elements=["id"]),
-                     rows)
+                     [fit_row(IncidentRow, row) for row in rows])
 
     def _refresh_incidents(self, conn: Any, ids: list[str], now: datetime) -> int:
         """Recompute count, time span and worst severity of incidents from their alerts.
@@ -202,6 +214,33 @@ class IncidentStore:
             incidents = conn.scalar(select(func.count()).select_from(IncidentRow)) or 0
         return {"alerts_by_domain": by_domain, "alerts_total": sum(by_domain.values()),
                 "incidents": incidents}
+
+
+TRUNCATED = "…"
+
+
+def fit_row(table: type[Any], row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with every string fitting its column: NUL characters (which PostgreSQL
+    refuses) replaced by U+FFFD, and text longer than a ``String(n)`` column cut to
+    ``n`` characters ending in ``…``."""
+    limits = _limits(table)
+    fitted = {}
+    for key, value in row.items():
+        if isinstance(value, str):
+            if "\x00" in value:
+                value = value.replace("\x00", "\ufffd")
+            limit = limits.get(key)
+            if limit is not None and len(value) > limit:
+                value = value[:limit - len(TRUNCATED)] + TRUNCATED
+        fitted[key] = value
+    return fitted
+
+
+@functools.cache
+def _limits(table: type[Any]) -> dict[str, int]:
+    """``String(n)`` column name → n (from the schema, once per table)."""
+    return {c.name: c.type.length for c in table.__table__.columns
+            if getattr(c.type, "length", None)}
 
 
 def _utc(value: datetime) -> datetime:
