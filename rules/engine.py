@@ -137,6 +137,8 @@ class RuleEngine:
         self._gates = {r.id: Gate(r.alert) for r in self.stateful}
         self._tests: dict[tuple[int, bool], Callable[[EventFrame], Mask]] = {}
         self._roster = AbsenceRoster()
+        self._seen_index: dict[int, list[str]] | None = None
+        self.seen_horizon = seen_horizon(self.stateful)
         self._position = 0
         self.late_counts: Counter[str] = Counter()
 
@@ -194,7 +196,8 @@ class RuleEngine:
                 result.alerts.append(self._alert(rule, frame, i, raised_at, dedupe=key))
         if self.stateful:
             state = result.state = FrameState(self.state, position)
-            frame.derived["fresh"] = self._fresh(state, frame.size, origins)
+            frame.derived["fresh"] = (self._fresh(state, frame.size, origins)
+                                      & self._unseen(state, frame))
             late: list[LateEvent] = []
             for rule in self.stateful:
                 ctx = Context(frame, state, self._prefix(rule), rule.id, late)
@@ -248,6 +251,46 @@ class RuleEngine:
                 fresh[i] = offsets[i] > highest
             state.save(key, max(highest, *(offsets[i] for i in rows)))
         return fresh
+
+    def _unseen(self, state: FrameState, frame: EventFrame) -> Mask:
+        """Events whose id stateful rules have not applied yet: a replayed event (a feed
+        read again from the start, a producer retry) is applied at most once.
+
+        Ids are kept for :attr:`seen_horizon` seconds of event time behind the newest
+        event seen, then forgotten: an event older than that is beyond every stateful
+        rule's lifetime (late for windows, older than the entity's last for sequences).
+        """
+        unseen = np.ones(frame.size, dtype=bool)
+        times = frame.times
+        clock_is_new, clock = state.load(_SEEN_CLOCK)
+        newest = clock if clock is not None else -np.inf
+        buckets = self._seen_buckets(state)
+        for i, event_id in enumerate(frame.ids):
+            key = f"{_SEEN}{event_id}"
+            is_new, seen = state.load(key)
+            if not is_new or seen is not None:
+                unseen[i] = False
+                continue
+            t = float(times[i])
+            state.save(key, t)
+            buckets.setdefault(int(t // 3600), []).append(key)
+            newest = max(newest, t)
+        if clock_is_new and np.isfinite(newest) and newest != clock:
+            state.save(_SEEN_CLOCK, newest)
+            cutoff = int((newest - self.seen_horizon) // 3600)
+            for bucket in [b for b in buckets if b < cutoff]:
+                for key in buckets.pop(bucket):
+                    state.delete(key)
+        return unseen
+
+    def _seen_buckets(self, state: FrameState) -> dict[int, list[str]]:
+        """Seen ids by hour of event time (rebuilt from the state after a restart)."""
+        if self._seen_index is None:
+            self._seen_index = {}
+            for key, t in state.values_with_prefix(_SEEN):
+                if key != _SEEN_CLOCK and t is not None:
+                    self._seen_index.setdefault(int(t // 3600), []).append(key)
+        return self._seen_index
 
     def _prefix(self, rule: Rule) -> str:
         return f"{rule.id}@{self._versions[rule.id]}|"
@@ -557,6 +600,26 @@ class RuleEngine:
             source_event_ids=outcome.source_ids,
             zone_layer=rule.incident_layer if zone_id else None, zone_id=zone_id,
             zone_name=zone_name, geometry=outcome.geometry, attributes=attributes)
+
+
+_SEEN = "~seen|"
+_SEEN_CLOCK = "~seen|~clock"
+
+
+def seen_horizon(rules: Sequence[Rule]) -> float:
+    """How long (event time) applied event ids are remembered: the longest lifetime of
+    any stateful rule's state — window size + allowed lateness, correlation span,
+    persistence duration, absence gap, cooldown — and at least one day."""
+    spans = [86400.0]
+    for rule in rules:
+        cond = rule.condition
+        for name in ("size", "within", "duration", "after"):
+            value = getattr(cond, name, None)
+            if isinstance(value, int | float):
+                spans.append(float(value) + float(getattr(cond, "allowed_lateness", 0) or 0))
+        if rule.alert.cooldown:
+            spans.append(float(rule.alert.cooldown))
+    return max(spans)
 
 
 def _unknown_can_hold(cond: Condition) -> bool:

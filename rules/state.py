@@ -33,6 +33,7 @@ class StateStore(Protocol):
         ...
 
     def set(self, key: str, value: Any) -> None:
+        """Store ``value`` under ``key``; ``None`` deletes the key."""
         ...
 
     def items_with_prefix(self, prefix: str) -> Iterator[tuple[str, Any]]:
@@ -54,7 +55,10 @@ class MemoryState:
         return self.data.get(key)
 
     def set(self, key: str, value: Any) -> None:
-        self.data[key] = value
+        if value is None:
+            self.data.pop(key, None)
+        else:
+            self.data[key] = value
 
     def items_with_prefix(self, prefix: str) -> Iterator[tuple[str, Any]]:
         return ((k, v) for k, v in list(self.data.items()) if k.startswith(prefix))
@@ -76,7 +80,8 @@ class FrameState:
         """``(fresh, value)``: ``fresh`` is false when this frame already updated ``key``
         (a replay after a crash); the caller then leaves the key alone."""
         if key in self.pending:
-            return True, self.pending[key][1]
+            pending = self.pending[key]
+            return True, None if pending is None else pending[1]
         stored = self.store.get(key)
         if stored is None:
             return True, None
@@ -87,6 +92,10 @@ class FrameState:
 
     def save(self, key: str, value: Any) -> None:
         self.pending[key] = [self.position, value]
+
+    def delete(self, key: str) -> None:
+        """Forget ``key`` when the frame commits."""
+        self.pending[key] = None
 
     def commit(self) -> None:
         """Write the frame's changes to the store."""

@@ -50,7 +50,11 @@ class ChangelogState:
         return self.data.get(key)
 
     def set(self, key: str, value: Any) -> None:
-        self.data[key] = value
+        """Store ``value`` (``None`` deletes ``key``, in memory and in the changelog)."""
+        if value is None:
+            self.data.pop(key, None)
+        else:
+            self.data[key] = value
         self._writes[key] = value
 
     def items_with_prefix(self, prefix: str) -> Iterator[tuple[str, Any]]:
@@ -63,7 +67,11 @@ class ChangelogState:
 
     def apply(self, message: bytes) -> None:
         """Replay one changelog message."""
-        self.data.update(_decoder.decode(message))
+        for key, value in _decoder.decode(message).items():
+            if value is None:
+                self.data.pop(key, None)
+            else:
+                self.data[key] = value
 
     def recover(self, partition: int, messages: Iterable[bytes]) -> int:
         """Replay a partition's changelog; returns the number of messages applied."""
