@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from citywatch.ops.settings import Settings
+from citywatch.connectors.file import FileSource, load_feed
+from citywatch.ops.settings import DEMO_DIR, Settings
 from citywatch.ops.store.schema import Base
 from citywatch.ops.store.store import IncidentStore, make_engine
 from citywatch.streams.broker import EmbeddedBroker
+from citywatch.streams.envelope import Envelope
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("CITYWATCH_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -69,3 +71,12 @@ def settings(broker: str, database_url: str, tmp_path: Path) -> Settings:
     tag = uuid.uuid4().hex[:8]
     return Settings(kafka_bootstrap=broker, topic_prefix=f"t{tag}.", app_id=f"cw-{tag}",
                     database_url=database_url, data_dir=tmp_path / "state")
+
+
+@pytest.fixture(scope="session")
+def epa_year(shared_data: Path) -> list[Envelope]:
+    """The whole 2022 EPA NYC-metro PM2.5 file, in event-time order (a live feed's order)."""
+    feed = load_feed(DEMO_DIR / "feeds/epa_pm25_nyc.yaml")
+    path = shared_data / "air_quality/epa_aqs_pm25_daily_nyc_metro_2022.csv"
+    events = [e for e in FileSource(feed, path=path).run() if isinstance(e, Envelope)]
+    return sorted(events, key=lambda e: e.time)

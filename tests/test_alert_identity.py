@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from citywatch.connectors.cap import CapSource
-from citywatch.connectors.file import FileSource, load_feed
 from citywatch.ops.settings import DEMO_DIR
 from citywatch.rules.engine import RuleEngine
 from citywatch.rules.model import RuleSet
@@ -30,14 +29,6 @@ CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
 def engine_for(rules: list[dict], zones: list[dict] | None = None) -> RuleEngine:
     return RuleEngine.from_ruleset(RuleSet.model_validate({"zones": zones or [],
                                                            "rules": rules}))
-
-
-@pytest.fixture(scope="module")
-def epa_year(shared_data: Path) -> list[Envelope]:
-    feed = load_feed(DEMO_DIR / "feeds/epa_pm25_nyc.yaml")
-    path = shared_data / "air_quality/epa_aqs_pm25_daily_nyc_metro_2022.csv"
-    events = [e for e in FileSource(feed, path=path).run() if isinstance(e, Envelope)]
-    return sorted(events, key=lambda e: e.time)
 
 
 def test_two_monitors_at_one_site_on_one_day_are_two_alerts(epa_year: list[Envelope],

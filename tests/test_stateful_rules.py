@@ -56,15 +56,6 @@ def event(n: int, minutes: float, *, entity: str = "s1", domain: str = "environm
 
 
 @pytest.fixture(scope="module")
-def epa_year(shared_data: Path) -> list[Envelope]:
-    """The whole 2022 EPA NYC-metro PM2.5 file, in event-time order (a live feed's order)."""
-    feed = load_feed(DEMO_DIR / "feeds/epa_pm25_nyc.yaml")
-    path = shared_data / "air_quality/epa_aqs_pm25_daily_nyc_metro_2022.csv"
-    events = [e for e in FileSource(feed, path=path).run() if isinstance(e, Envelope)]
-    return sorted(events, key=lambda e: e.time)
-
-
-@pytest.fixture(scope="module")
 def epa_frame(shared_data: Path) -> pd.DataFrame:
     frame = pd.read_csv(shared_data / "air_quality/epa_aqs_pm25_daily_nyc_metro_2022.csv",
                         dtype={"Site ID": str})
