@@ -139,8 +139,15 @@ class RuleEngine:
         self._roster = AbsenceRoster()
         self._seen_index: dict[int, list[str]] | None = None
         self.seen_horizon = seen_horizon(self.stateful)
+        self._stateful_domains = sorted({d for r in self.stateful for d in _domains(r)})
         self._position = 0
         self.late_counts: Counter[str] = Counter()
+
+    def state_recovered(self) -> None:
+        """The state store gained recovered state (a partition assigned since): drop the
+        indexes derived from it (absence roster, seen ids), rebuilt on next use."""
+        self._roster = AbsenceRoster()
+        self._seen_index = None
 
     @property
     def version(self) -> str:
@@ -261,12 +268,18 @@ class RuleEngine:
         rule's lifetime (late for windows, older than the entity's last for sequences).
         """
         unseen = np.ones(frame.size, dtype=bool)
+        relevant = np.zeros(frame.size, dtype=bool)  # only what stateful rules read
+        for domain in self._stateful_domains:
+            relevant |= frame.domain_is(domain)
+        if not relevant.any():
+            return unseen
         times = frame.times
         clock_is_new, clock = state.load(_SEEN_CLOCK)
         newest = clock if clock is not None else -np.inf
         buckets = self._seen_buckets(state)
-        for i, event_id in enumerate(frame.ids):
-            key = f"{_SEEN}{event_id}"
+        ids = frame.ids
+        for i in np.flatnonzero(relevant).tolist():
+            key = f"{_SEEN}{ids[i]}"
             is_new, seen = state.load(key)
             if not is_new or seen is not None:
                 unseen[i] = False
@@ -620,6 +633,13 @@ def seen_horizon(rules: Sequence[Rule]) -> float:
         if rule.alert.cooldown:
             spans.append(float(rule.alert.cooldown))
     return max(spans)
+
+
+def _domains(rule: Rule) -> list[str]:
+    """The domains a rule reads (both sides of a correlation)."""
+    if isinstance(rule.condition, Correlate):
+        return [rule.condition.first.domain, rule.condition.second.domain]
+    return [rule.domain]
 
 
 def _unknown_can_hold(cond: Condition) -> bool:

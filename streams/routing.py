@@ -44,8 +44,14 @@ class SubscriptionCache:
         self._loaded = -float("inf")
 
     async def current(self) -> list[Subscription]:
+        """The active subscriptions; while the store cannot be read, the last list read
+        (routing goes on, the stage never dies of an outage)."""
         if time.monotonic() - self._loaded > self.ttl:
-            self._items = await asyncio.to_thread(self.book.list, None, True)
+            try:
+                self._items = await asyncio.to_thread(self.book.list, None, True)
+            except Exception as exc:
+                log.warning("subscriptions not refreshed (%s); routing by the last %d read",
+                            exc, len(self._items))
             self._loaded = time.monotonic()
         return self._items
 

@@ -60,6 +60,10 @@ class Evaluator(Protocol):
 
     def process(self, frame: ColumnFrame, position: int) -> FrameResult: ...
 
+    def state_recovered(self) -> None:
+        """The state gained a recovered partition: rebuild what is derived from it."""
+        ...
+
 
 class RuleSource(Protocol):
     """Builds evaluators over ``state`` (blocking calls; the worker runs them in a thread)."""
@@ -293,6 +297,7 @@ class Pipeline:
                                 self.settings.topic_partitions)
             messages = admin.read_partition(self.settings.topics.rule_state, partition)
         applied = self.rule_state.recover(partition, (value for _, value in messages))
+        self.engine.state_recovered()
         if applied:
             log.warning("rule state of partition %d recovered from %d changelog messages",
                         partition, applied)

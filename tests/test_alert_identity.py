@@ -224,3 +224,34 @@ def test_future_dated_events_are_refused_at_ingest_and_change_nothing(
     dirty = engine_for(WINDOW_RULES, [BOROUGHS])
     events = [e for e, _ in good]
     assert by_id(dirty.evaluate(events)) == by_id(clean.evaluate(epa_year))
+
+
+def test_a_partition_recovered_later_is_indexed_for_absence_and_seen_ids() -> None:
+    """A worker that gets a second partition after it started: that partition's silent
+    sensors still alert and its applied ids are still forgotten after the horizon."""
+    from citywatch.streams.rule_state import ChangelogState, encode_writes
+
+    rules = [{"id": "silent", "domain": "environment",
+              "condition": {"type": "absence", "after": "1h"}, "alert": ALERT}]
+
+    def reading(n: int, entity: str, minutes: float) -> Envelope:
+        return make_envelope(source="test", source_record_id=f"{entity}-{n}",
+                             domain="environment", kind="air_quality.observed",
+                             time=datetime(2024, 1, 1, tzinfo=UTC) + timedelta(minutes=minutes),
+                             entity_id=entity, attributes={"pm25": 5.0})
+
+    other_state = ChangelogState()  # partition 1, written by another worker
+    other = RuleEngine.from_ruleset(RuleSet.model_validate({"rules": rules}), other_state)
+    other.evaluate([reading(0, "p1", 0), reading(1, "p1", 10)])
+    changelog = encode_writes(other_state.take_writes())
+
+    state = ChangelogState()
+    engine = RuleEngine.from_ruleset(RuleSet.model_validate({"rules": rules}), state)
+    engine.evaluate([reading(0, "p0", 0)])  # partition 0 first: indexes built from it
+    state.recover(1, [changelog])
+    engine.state_recovered()
+    later = engine.evaluate([reading(n, "p0", 3 * 24 * 60 + n) for n in range(1, 3)])
+    assert sorted(a.entity_id for a in later) == ["p0", "p1"]  # both went silent
+    assert not [k for k in state.data if k.startswith("~seen|p1")]
+    assert not any(key.endswith(("p1-0", "p1-1")) for key in state.data
+                   if key.startswith("~seen|"))

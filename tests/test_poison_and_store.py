@@ -7,9 +7,10 @@ import json
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
+import msgspec
 from aiokafka.structs import ConsumerRecord
+from factories import make_alert
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
@@ -20,7 +21,6 @@ from citywatch.streams.alert import decode_alert
 from citywatch.streams.envelope import Envelope, encode_envelope, make_envelope
 from citywatch.streams.ingest import frames_of, split_records
 from citywatch.streams.worker import TRUNCATED, fit_alert
-from tests.factories import make_alert
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
 
@@ -125,8 +125,6 @@ def test_arbitrary_json_is_a_dead_letter_or_a_valid_event(body: dict) -> None:
 
 def test_an_oversized_alert_is_cut_not_dropped() -> None:
     alert = make_alert(1)
-    import msgspec
-
     huge = msgspec.structs.replace(alert, message="m" * 2_000_000,
                                    attributes={"note": "n" * 2_000_000, "pm25": 40.0})
     payload = fit_alert(huge, 900_000)
@@ -138,8 +136,6 @@ def test_an_oversized_alert_is_cut_not_dropped() -> None:
 
 
 def test_the_store_fits_every_field_an_envelope_can_carry(store: IncidentStore) -> None:
-    import msgspec
-
     long = msgspec.structs.replace(make_alert(1), kind="k" * 500, entity_id="e" * 5000,
                                    zone_name="z\x00" * 300, message="NUL \x00 inside")
     assert store.add_new_alerts([long, make_alert(2)]) == {long.id, make_alert(2).id}
@@ -165,7 +161,3 @@ def test_eight_processes_migrate_one_fresh_database_at_once(database_url: str) -
 def test_valid_envelope_roundtrip_is_untouched() -> None:
     good, letters = split_records(records([valid(1)]), now=NOW)
     assert letters == [] and isinstance(good[0][0], Envelope)
-
-
-def test_shared_tests_folder_is_importable() -> None:
-    assert Path(__file__).parent.joinpath("factories.py").is_file()

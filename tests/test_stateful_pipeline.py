@@ -13,7 +13,7 @@ from citywatch.connectors.file import FileSource, load_feed
 from citywatch.connectors.runner import produce
 from citywatch.ops.progress import wait_until_drained
 from citywatch.ops.settings import DEMO_DIR, Settings
-from citywatch.ops.store.schema import AlertRow
+from citywatch.ops.store.schema import AlertRow, IncidentRow
 from citywatch.ops.store.store import IncidentStore
 from citywatch.ops.worker_process import WorkerProcess
 from citywatch.rules.engine import RuleEngine
@@ -95,7 +95,6 @@ def test_replaying_the_whole_file_again_changes_no_alert_value_or_incident(
     store = IncidentStore(settings.database_url)
 
     def snapshot() -> tuple[dict, dict]:
-        from citywatch.ops.store.schema import IncidentRow
         with store.engine.connect() as conn:
             alerts = {r.id: (r.message, r.source_event_ids)
                       for r in conn.execute(select(AlertRow)).all()}

@@ -7,6 +7,7 @@ import asyncio
 import socket
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -15,8 +16,8 @@ from factories import make_alert
 from citywatch.ops.store.store import IncidentStore
 from citywatch.ops.store.subscriptions import SubscriptionBook
 from citywatch.streams.alert import encode_alert
-from citywatch.streams.routing import WebhookDispatcher, route
-from citywatch.streams.subscriptions import SubscriptionIn
+from citywatch.streams.routing import SubscriptionCache, WebhookDispatcher, route
+from citywatch.streams.subscriptions import Subscription, SubscriptionIn
 
 
 class _Recorder(BaseHTTPRequestHandler):
@@ -85,3 +86,25 @@ def test_hanging_endpoint_does_not_delay_other_team(store: IncidentStore, good_s
     after = book.get(stuck.id)
     assert after.failures >= 1 and "Timeout" in (after.last_error or "")
     assert book.get(fast.id).failures == 0
+
+
+def test_routing_survives_a_store_that_cannot_be_read() -> None:
+    """While the store is down the store stage keeps routing by the last list read."""
+    now = datetime.now(UTC)
+    known = [Subscription(id="s1", team="air", created_at=now, updated_at=now)]
+
+    class FlakyBook:
+        calls = 0
+
+        def list(self, team: str | None = None, active_only: bool = False) -> list:
+            FlakyBook.calls += 1
+            if FlakyBook.calls > 1:
+                raise ConnectionError("connection refused")
+            return known
+
+        def record_delivery(self, subscription_id: str, error: str | None) -> None:
+            pass
+
+    cache = SubscriptionCache(FlakyBook(), ttl=0.0)
+    assert asyncio.run(cache.current()) == known
+    assert asyncio.run(cache.current()) == known and FlakyBook.calls == 2
