@@ -67,6 +67,10 @@ class KafkaSink:
         self._failures: list[str] = []
         self._producer = Producer({
             "bootstrap.servers": bootstrap, "client.id": "citywatch-connector", "acks": 1,
+            # topics are created by citywatch with the configured partition counts; a
+            # broker that lost them (a restarted embedded one) must not re-create them
+            # with its defaults
+            "allow.auto.create.topics": False,
             "enable.idempotence": False, "linger.ms": linger_ms,
             "batch.size": 1_000_000, "queue.buffering.max.messages": 1_000_000,
             "message.max.bytes": 8 * 1024 * 1024, "log_level": 3,

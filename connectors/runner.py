@@ -140,12 +140,14 @@ def _key_of(topic: str, value: bytes, source: str) -> str:
 
 def produce(source: Source, bootstrap: str, topics: TopicNames, *,
             checkpoint_path: Path | None = None, checkpoint_every: float = 1.0,
-            report: PumpReport | None = None) -> PumpReport:
-    """Run ``source`` into Kafka; with ``checkpoint_path``, resume exactly once by id."""
+            report: PumpReport | None = None, partitions: int = 1) -> PumpReport:
+    """Run ``source`` into Kafka; with ``checkpoint_path``, resume exactly once by id.
+    The topics it writes are created (with ``partitions`` each) when missing; never
+    auto-created by the broker."""
     report = report or PumpReport()
     watched = [*topics.raw_all, topics.deadletter]
     with KafkaAdmin(bootstrap) as admin, KafkaSink(bootstrap, topics) as sink:
-        admin.ensure_topics(watched)
+        admin.ensure_topics(watched, partitions)
         skip: set[str] = set()
         if checkpoint_path is not None and (saved := Checkpoint.load(checkpoint_path)):
             source.restore(saved.state)

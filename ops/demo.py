@@ -66,7 +66,8 @@ def run_demo(settings: Settings, *, feeds: list[Path] | None = None,
         worker = stack.enter_context(
             WorkerProcess(settings, bootstrap, settings.data_dir / "worker.log"))
         for feed in feeds:
-            produce(FileSource(load_feed(feed)), bootstrap, topics, report=report)
+            produce(FileSource(load_feed(feed)), bootstrap, topics, report=report,
+                    partitions=settings.topic_partitions)
         try:
             wait_until_drained(admin, settings, timeout=timeout, alive=worker.alive)
         except PipelineStalled as exc:

@@ -14,8 +14,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -80,7 +81,8 @@ class StoreRuleSource:
         return self._engine(ruleset, state)
 
     def newer(self, current: str, state: ChangelogState) -> RuleEngine | None:
-        applied = self.book.current()
+        with outage_is_unavailable():
+            applied = self.book.current()
         if applied is None or applied.version == current:
             return None
         log.warning("rule set %s applied by %s", applied.version, applied.applied_by)
@@ -123,14 +125,22 @@ class StoreSink:
         self.store = store
 
     def add_new_alerts(self, alerts: Sequence[Alert]) -> set[str]:
-        try:
+        with outage_is_unavailable():
             return self.store.add_new_alerts(alerts)
-        except (OperationalError, InterfaceError, SQLAlchemyTimeoutError) as exc:
+
+
+@contextlib.contextmanager
+def outage_is_unavailable() -> Iterator[None]:
+    """Store outages (connection refused or lost, a locked SQLite file, a pool timeout)
+    raised inside become :class:`~citywatch.streams.worker.SinkUnavailable`."""
+    try:
+        yield
+    except (OperationalError, InterfaceError, SQLAlchemyTimeoutError) as exc:
+        raise SinkUnavailable(_first_line(exc)) from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
             raise SinkUnavailable(_first_line(exc)) from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise SinkUnavailable(_first_line(exc)) from exc
-            raise
+        raise
 
 
 def _first_line(exc: BaseException) -> str:

@@ -80,9 +80,13 @@ class EmbeddedBroker:
         >>> broker.stop()                          # doctest: +SKIP
     """
 
-    def __init__(self, port: int = 0, log_path: Path | None = None) -> None:
+    def __init__(self, port: int = 0, log_path: Path | None = None, *,
+                 advertised_port: int | None = None) -> None:
         self.port = port or free_port()
         self.log_path = log_path
+        # clients reach the broker at the address it advertises: another port puts a
+        # proxy (e.g. a fault proxy in outage tests) between them
+        self.advertised_port = advertised_port or self.port
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -94,12 +98,23 @@ class EmbeddedBroker:
         return self._process is not None and self._process.poll() is None
 
     def start(self, timeout: float = 20.0) -> EmbeddedBroker:
+        """Start the broker and wait until it answers Kafka metadata."""
+        self.start_process()
+        return self.wait_ready(timeout)
+
+    def start_process(self) -> None:
+        """Start the broker process only (see :meth:`wait_ready`)."""
         url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{self.advertised_port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self._process = subprocess.Popen(
             [str(broker_binary()), "broker", "--listener-url", url,
-             "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+             "--advertised-listener-url", advertised, "--storage-engine", "memory://tansu/"],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def wait_ready(self, timeout: float = 20.0) -> EmbeddedBroker:
+        """Wait until the started broker answers Kafka metadata."""
+        assert self._process is not None, "start_process() first"
         try:
             wait_for_metadata(self.bootstrap, timeout)
         except BrokerStartError:

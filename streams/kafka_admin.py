@@ -28,10 +28,14 @@ from kafka.errors import TopicAlreadyExistsError
 class KafkaAdmin:
     """One admin client and one offsets consumer, reused for many queries."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self._admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="citywatch-admin")
+    def __init__(self, bootstrap: str, *, timeout_ms: int = 30_000) -> None:
+        self._admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="citywatch-admin",
+                                       request_timeout_ms=timeout_ms)
         self._consumer = KafkaConsumer(bootstrap_servers=bootstrap,
-                                       client_id="citywatch-offsets")
+                                       client_id="citywatch-offsets",
+                                       request_timeout_ms=timeout_ms + 1000,
+                                       auto_offset_reset="earliest",
+                                       allow_auto_create_topics=False)
 
     def ensure_topics(self, names: Iterable[str], partitions: int = 1) -> None:
         """Create the topics that do not exist yet."""
@@ -40,6 +44,38 @@ class KafkaAdmin:
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
                 self._admin.create_topics(missing)
+
+    def partition_counts(self, names: Iterable[str]) -> dict[str, int]:
+        """Partitions of each of ``names`` that exists on the broker (fresh metadata)."""
+        wanted = set(names)
+        existing = wanted & set(self._admin.list_topics())
+        if not existing:
+            return {}
+        return {t["name"]: len(t["partitions"])
+                for t in self._admin.describe_topics(sorted(existing))
+                if t.get("error_code", 0) == 0}
+
+    def layout_problems(self, names: Iterable[str], partitions: int,
+                        any_count: Iterable[str] = ()) -> list[str]:
+        """What is wrong with topics ``names`` on the broker: each missing one, and each
+        with another partition count than ``partitions`` (e.g. auto-created by a client
+        with the broker's default) unless it is one of ``any_count``."""
+        names = list(names)
+        free = set(any_count)
+        counts = self.partition_counts(names)
+        problems = [f"topic {name} does not exist" for name in names if name not in counts]
+        problems += [f"topic {name} has {count} partition(s), {partitions} configured "
+                     f"(CITYWATCH_TOPIC_PARTITIONS)"
+                     for name, count in counts.items() if count != partitions
+                     and name not in free]
+        return problems
+
+    def reported_end_offsets(self, topics: Iterable[str]) -> dict[TopicPartition, int]:
+        """The broker's high watermark of every partition of ``topics`` (cheap; may be
+        below the true end on the embedded broker, see :meth:`end_offsets`)."""
+        parts = [TopicPartition(t, p) for t in topics
+                 for p in (self._consumer.partitions_for_topic(t) or ())]
+        return dict(self._consumer.end_offsets(parts)) if parts else {}
 
     def end_offsets(self, topics: Iterable[str]) -> dict[TopicPartition, int]:
         """The offset after the last record of every partition of ``topics``."""
@@ -75,15 +111,16 @@ class KafkaAdmin:
         self._consumer.assign([tp])
         self._consumer.seek_to_beginning(tp)
         records: list[tuple[bytes | None, bytes]] = []
-        position = 0
         deadline = time.monotonic() + timeout_s
-        while position < end:
+        # the consumer's position, not the last record's offset: a log that does not
+        # start at 0, or has gaps, still reaches its end
+        while self._consumer.position(tp) < end:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic}/{partition}: read {position} of {end} records")
+                raise TimeoutError(f"{topic}/{partition}: at {self._consumer.position(tp)} "
+                                   f"of {end}")
             for record in self._consumer.poll(timeout_ms=200, max_records=100000).get(tp, []):
                 if record.offset < end:
                     records.append((record.key, record.value))
-                position = max(position, record.offset + 1)
         return records
 
     def committed(self, group: str) -> dict[TopicPartition, int]:

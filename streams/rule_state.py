@@ -24,11 +24,13 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import msgspec
 
+log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(dict[str, Any])
 
@@ -67,17 +69,36 @@ class ChangelogState:
 
     def apply(self, message: bytes) -> None:
         """Replay one changelog message."""
-        for key, value in _decoder.decode(message).items():
+        self._apply(_decoder.decode(message))
+
+    def _apply(self, writes: dict[str, Any]) -> None:
+        for key, value in writes.items():
             if value is None:
                 self.data.pop(key, None)
             else:
                 self.data[key] = value
 
-    def recover(self, partition: int, messages: Iterable[bytes]) -> int:
-        """Replay a partition's changelog; returns the number of messages applied."""
-        count = 0
-        for message in messages:
-            self.apply(message)
-            count += 1
+    def recover(self, partition: int, messages: Iterable[bytes],
+                log_end: int | None = None) -> int:
+        """Replay a partition's changelog; returns the number of messages applied.
+
+        Every value is stamped with the offset of the events frame that wrote it. With
+        ``log_end`` (the events partition's end offset), a changelog stamped at or
+        beyond it belongs to an earlier events log of that name (the broker lost its data
+        and the topic was created again): it is ignored whole, so the new log's frames
+        are not mistaken for frames already applied.
+        """
+        decoded = [_decoder.decode(message) for message in messages]
+        if log_end is not None and any(
+                isinstance(value, list) and value and isinstance(value[0], int)
+                and value[0] >= log_end
+                for writes in decoded for value in writes.values()):
+            log.warning("rule-state changelog of partition %d (%d messages) is stamped "
+                        "beyond the end of its events log (%d): it belongs to an events "
+                        "log the broker lost; ignored", partition, len(decoded), log_end)
+            self.recovered.add(partition)
+            return 0
+        for writes in decoded:
+            self._apply(writes)
         self.recovered.add(partition)
-        return count
+        return len(decoded)

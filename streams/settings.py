@@ -67,6 +67,14 @@ class StreamSettings(BaseSettings):
         default=900_000, ge=10_000,
         description="Largest alert message; a larger alert's free text is truncated "
                     "with a marker (keep below the broker's message.max.bytes).")
+    broker_check_seconds: float = Field(
+        default=5.0, gt=0, description="How often a worker checks that its broker still "
+                                       "has its topics and that the rules stage progresses.")
+    broker_lost_seconds: float = Field(
+        default=120.0, gt=0,
+        description="A worker whose broker stays unreachable (or whose rules stage commits "
+                    "nothing while events wait) this long exits with status 75 for its "
+                    "supervisor to restart it.")
     webhook_timeout_seconds: float = Field(default=5.0, gt=0,
                                            description="Per-request webhook timeout.")
     webhook_max_attempts: int = Field(default=5, ge=1,

@@ -55,3 +55,11 @@ class TopicNames:
     @property
     def all(self) -> list[str]:
         return [*self.raw_all, self.events, self.alerts, self.deadletter, self.rule_state]
+
+    @property
+    def any_partitions(self) -> list[str]:
+        """Topics whose partition count does not matter: ingest re-partitions raw events
+        by entity, and dead letters have no order (a broker that auto-creates topics may
+        have made them with its default count). The others must have the configured
+        count: the rule state is partitioned like the events it belongs to."""
+        return [*self.raw_all, self.deadletter]

@@ -18,18 +18,21 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator, Collection, Sequence
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import faust
 import msgspec
+from kafka import TopicPartition
 
 from citywatch.streams.alert import Alert, decode_alert, encode_alert
 from citywatch.streams.batch import ColumnFrame, decode_frame
+from citywatch.streams.broker_watch import EXIT_BROKER_LOST, BrokerWatch
 from citywatch.streams.deadletter import DeadLetter, encode_deadletter
 from citywatch.streams.envelope import Envelope, encode_envelope
 from citywatch.streams.ingest import RawIngest
-from citywatch.streams.kafka_admin import KafkaAdmin
+from citywatch.streams.kafka_admin import KafkaAdmin, ensure_topics
 from citywatch.streams.routing import (
     SubscriptionBook,
     SubscriptionCache,
@@ -86,7 +89,8 @@ class ModelSource(Protocol):
 
 
 class SinkUnavailable(Exception):
-    """The alert sink cannot be reached now (an outage): retry, do not drop."""
+    """The alert sink (or the rule source in the same store) cannot be reached now (an
+    outage): retry, do not drop."""
 
 
 class AlertSink(Protocol):
@@ -166,13 +170,14 @@ def set_fetch_max_wait(ms: int) -> None:
 
 def make_faust_app(settings: StreamSettings, bootstrap: str) -> faust.App:
     """A Faust app tuned for fast group joins (the embedded broker waits about half the
-    session timeout on a first join), short fetch waits and frequent commits."""
+    session timeout on a first join), short fetch waits and frequent commits. It never
+    declares topics: citywatch creates them with the configured partition counts."""
     set_fetch_max_wait(settings.fetch_max_wait_ms)
     session = settings.broker_session_timeout
     return faust.App(
         settings.app_id, broker=faust_broker_urls(bootstrap), store="memory://",
         datadir=str(settings.data_dir), web_enabled=False, autodiscover=False,
-        topic_partitions=settings.topic_partitions, topic_allow_declare=True,
+        topic_partitions=settings.topic_partitions, topic_allow_declare=False,
         broker_session_timeout=session, broker_rebalance_timeout=session,
         broker_heartbeat_interval=max(0.1, session / 6),
         broker_commit_interval=settings.commit_interval,
@@ -215,6 +220,9 @@ class Pipeline:
             self.reload_rules)
         self.app.timer(interval=settings.forecast_poll_seconds, name="reload_forecasts")(
             self.reload_forecasts)
+        self.broker_watch = BrokerWatch(settings, bootstrap)
+        self.app.timer(interval=settings.broker_check_seconds, name="watch_broker")(
+            self.watch_broker)
         self.app.on_before_shutdown.connect(self._close_webhooks)
 
     async def _close_webhooks(self, app: faust.App, **kwargs: object) -> None:
@@ -223,9 +231,10 @@ class Pipeline:
     async def _team_topic(self, team: str) -> faust.TopicT:
         topic = self._team_topics.get(team)
         if topic is None:
-            topic = self.app.topic(self.settings.topics.team(team), value_serializer="raw",
-                                   key_serializer="raw")
-            await topic.maybe_declare()
+            name = self.settings.topics.team(team)
+            await asyncio.to_thread(ensure_topics, self.bootstrap, [name],
+                                    self.settings.topic_partitions)
+            topic = self.app.topic(name, value_serializer="raw", key_serializer="raw")
             self._team_topics[team] = topic
         return topic
 
@@ -234,12 +243,31 @@ class Pipeline:
         current = self.engine.version
         try:
             engine = await asyncio.to_thread(self.rules.newer, current, self.rule_state)
+        except SinkUnavailable as exc:
+            log.warning("rule sets not checked: store unavailable (%s); keeping %s", exc,
+                        current)
+            return
         except Exception:  # a rule set that cannot load here must not stop the worker
             log.exception("a newer rule set could not be loaded; keeping %s", current)
             return
         if engine is not None:
             log.warning("rules reloaded: %s -> %s", current, engine.version)
             self.engine = engine
+
+    async def watch_broker(self) -> None:
+        """Exit (status 75) when the broker cannot serve this worker any more, rather
+        than hang while looking healthy; outages shorter than the limit are waited out."""
+        problem = await asyncio.to_thread(self.broker_watch.check)
+        if problem is not None:
+            self._exit_broker_lost(problem)
+
+    def _exit_broker_lost(self, problem: str) -> NoReturn:
+        log.critical("worker cannot go on: %s; exiting with status %d for the supervisor "
+                     "to restart it (it recreates the topics)", problem, EXIT_BROKER_LOST)
+        logging.shutdown()
+        # nothing can be committed to a broker that is gone: exit like a killed worker,
+        # which loses and doubles nothing (alerts and state are idempotent by id/offset)
+        os._exit(EXIT_BROKER_LOST)
 
     async def reload_forecasts(self) -> None:
         """Swap in forecast grids of models retrained since (hot swap, no restart)."""
@@ -262,7 +290,11 @@ class Pipeline:
         async for event in stream.events():
             partition = event.message.partition
             if partition not in self.rule_state.recovered:
-                await asyncio.to_thread(self._recover_state, partition)
+                try:
+                    await asyncio.to_thread(self._recover_state, partition)
+                except Exception as exc:  # a changelog the broker cannot serve
+                    self._exit_broker_lost(f"the rule-state changelog of partition "
+                                           f"{partition} cannot be read: {exc}")
             where = f"{event.message.topic}/{partition}@{event.message.offset}"
             try:
                 result = self.engine.process(decode_frame(event.value),
@@ -296,7 +328,10 @@ class Pipeline:
             admin.ensure_topics([self.settings.topics.rule_state],
                                 self.settings.topic_partitions)
             messages = admin.read_partition(self.settings.topics.rule_state, partition)
-        applied = self.rule_state.recover(partition, (value for _, value in messages))
+            events = self.settings.topics.events
+            log_end = admin.end_offsets([events]).get(TopicPartition(events, partition), 0)
+        applied = self.rule_state.recover(partition, (value for _, value in messages),
+                                          log_end=log_end)
         self.engine.state_recovered()
         if applied:
             log.warning("rule state of partition %d recovered from %d changelog messages",

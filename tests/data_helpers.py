@@ -53,3 +53,33 @@ def epa_by_date(shared_data: Path, tmp_path: Path, speed: float | None = None) -
     config = tmp_path / "epa.yaml"
     config.write_text(yaml.safe_dump(feed))
     return config
+
+
+# stateful rules over the EPA file: a zone window, an absence and a persistence rule
+_ALERT = {"severity": "Minor", "category": "Env", "message": "{entity_id} {zone}"}
+STATEFUL_RULES = {
+    "zones": [{"layer": "nyc",
+               "path": str(DEMO_DIR / "zones/new-york-city-boroughs.geojson")}],
+    "rules": [
+        {"id": "pm25-week-borough", "domain": "environment",
+         "condition": {"type": "window", "attribute": "pm25", "aggregate": "avg",
+                       "size": "7d", "allowed_lateness": "1d", "group_by": "zone:nyc",
+                       "op": ">", "value": 8}, "alert": _ALERT},
+        {"id": "monitor-silent", "domain": "environment",
+         "condition": {"type": "absence", "after": "5d"}, "alert": _ALERT},
+        {"id": "pm25-persisting", "domain": "environment",
+         "condition": {"type": "persistence", "count": 3, "condition": {
+             "type": "threshold", "attribute": "pm25", "op": ">", "value": 12}},
+         "alert": {**_ALERT, "cooldown": "2d"}},
+    ]}
+
+
+def split_csv(path: Path, cuts: list[int]) -> list[Path]:
+    lines = path.read_text().splitlines(keepends=True)
+    bounds = [1, *[c + 1 for c in cuts], len(lines)]
+    parts = []
+    for n, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False)):
+        part = path.with_name(f"part{n}.csv")
+        part.write_text(lines[0] + "".join(lines[a:b]))
+        parts.append(part)
+    return parts

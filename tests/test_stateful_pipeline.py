@@ -6,13 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from data_helpers import epa_by_date
+from data_helpers import STATEFUL_RULES as RULES
+from data_helpers import epa_by_date, split_csv
 from sqlalchemy import select
 
 from citywatch.connectors.file import FileSource, load_feed
 from citywatch.connectors.runner import produce
 from citywatch.ops.progress import wait_until_drained
-from citywatch.ops.settings import DEMO_DIR, Settings
+from citywatch.ops.settings import Settings
 from citywatch.ops.store.schema import AlertRow, IncidentRow
 from citywatch.ops.store.store import IncidentStore
 from citywatch.ops.worker_process import WorkerProcess
@@ -20,34 +21,6 @@ from citywatch.rules.engine import RuleEngine
 from citywatch.rules.loader import load_ruleset
 from citywatch.streams.envelope import Envelope
 from citywatch.streams.kafka_admin import KafkaAdmin
-
-ALERT = {"severity": "Minor", "category": "Env", "message": "{entity_id} {zone}"}
-RULES = {
-    "zones": [{"layer": "nyc",
-               "path": str(DEMO_DIR / "zones/new-york-city-boroughs.geojson")}],
-    "rules": [
-        {"id": "pm25-week-borough", "domain": "environment",
-         "condition": {"type": "window", "attribute": "pm25", "aggregate": "avg",
-                       "size": "7d", "allowed_lateness": "1d", "group_by": "zone:nyc",
-                       "op": ">", "value": 8}, "alert": ALERT},
-        {"id": "monitor-silent", "domain": "environment",
-         "condition": {"type": "absence", "after": "5d"}, "alert": ALERT},
-        {"id": "pm25-persisting", "domain": "environment",
-         "condition": {"type": "persistence", "count": 3, "condition": {
-             "type": "threshold", "attribute": "pm25", "op": ">", "value": 12}},
-         "alert": {**ALERT, "cooldown": "2d"}},
-    ]}
-
-
-def split_csv(path: Path, cuts: list[int]) -> list[Path]:
-    lines = path.read_text().splitlines(keepends=True)
-    bounds = [1, *[c + 1 for c in cuts], len(lines)]
-    parts = []
-    for n, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False)):
-        part = path.with_name(f"part{n}.csv")
-        part.write_text(lines[0] + "".join(lines[a:b]))
-        parts.append(part)
-    return parts
 
 
 def test_killed_worker_recovers_state_and_raises_the_same_alerts(

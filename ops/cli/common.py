@@ -38,3 +38,26 @@ def ruleset_or_exit(path: Path) -> RuleSet:
         for line in exc.errors:
             typer.echo(line, err=True)
         raise typer.Exit(1) from None
+
+
+def topics_or_exit(settings: Settings) -> None:
+    """Create citywatch's topics with the configured partition counts; a broker that
+    cannot be reached, or topics laid out otherwise, is a configuration error (exit 2)."""
+    from kafka.errors import KafkaError
+
+    from citywatch.streams.kafka_admin import KafkaAdmin
+
+    bootstrap = settings.kafka_bootstrap or ""
+    try:
+        with KafkaAdmin(bootstrap) as admin:
+            admin.ensure_topics(settings.topics.all, settings.topic_partitions)
+            problems = admin.layout_problems(settings.topics.all, settings.topic_partitions,
+                                             settings.topics.any_partitions)
+    except KafkaError as exc:
+        typer.echo(f"configuration error: no Kafka broker answers at {bootstrap} "
+                   f"(CITYWATCH_KAFKA_BOOTSTRAP): {type(exc).__name__}", err=True)
+        raise typer.Exit(2) from None
+    if problems:
+        typer.echo(f"configuration error: {'; '.join(problems)}; delete those topics or "
+                   "set CITYWATCH_TOPIC_PARTITIONS to match", err=True)
+        raise typer.Exit(2)

@@ -65,7 +65,7 @@ def connect(
     if from_start:
         path.unlink(missing_ok=True)
     report = produce(source, settings.kafka_bootstrap, settings.topics,
-                     checkpoint_path=path)
+                     checkpoint_path=path, partitions=settings.topic_partitions)
     if metrics is not None:
         metrics.write_text(report.prometheus(source.name))
     typer.echo(json.dumps({"connector": name, **report.as_dict()}))

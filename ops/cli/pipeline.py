@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from citywatch.ops.cli.common import load_settings
+from citywatch.ops.cli.common import load_settings, topics_or_exit
 
 app = typer.Typer()
 
@@ -54,7 +54,13 @@ def demo(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON ob
 
 @app.command()
 def worker() -> None:
-    """Run a stream worker (ingest, rules, store) against CITYWATCH_KAFKA_BOOTSTRAP."""
+    """Run a stream worker (ingest, rules, store) against CITYWATCH_KAFKA_BOOTSTRAP.
+
+    Exit status: 0 stopped (SIGTERM/SIGINT), 2 a configuration error (no broker, topics
+    with another partition count, a rule set that cannot load), 75 the broker was lost
+    (unreachable for CITYWATCH_BROKER_LOST_SECONDS, or restarted without its data):
+    restart the worker.
+    """
     settings = load_settings()
     if settings.kafka_bootstrap is None:
         typer.echo("configuration error: CITYWATCH_KAFKA_BOOTSTRAP is required for a worker "
@@ -62,9 +68,8 @@ def worker() -> None:
         raise typer.Exit(2)
     from citywatch.ops.worker import build_pipeline
     from citywatch.rules.loader import RuleSetError
-    from citywatch.streams.kafka_admin import ensure_topics
 
-    ensure_topics(settings.kafka_bootstrap, settings.topics.all, settings.topic_partitions)
+    topics_or_exit(settings)
     try:
         pipeline = build_pipeline(settings)
     except RuleSetError as exc:
@@ -97,9 +102,8 @@ def replay(feeds: Annotated[list[Path], typer.Argument(help="Feed mapping YAML f
     from citywatch.connectors.file import FeedConfigError, FileSource, load_feed
     from citywatch.connectors.kafka_sink import PumpReport
     from citywatch.connectors.runner import produce
-    from citywatch.streams.kafka_admin import ensure_topics
 
-    ensure_topics(settings.kafka_bootstrap, settings.topics.all, settings.topic_partitions)
+    topics_or_exit(settings)
     report = PumpReport()
     try:
         sources = [FileSource(load_feed(f)) for f in feeds]
@@ -107,5 +111,6 @@ def replay(feeds: Annotated[list[Path], typer.Argument(help="Feed mapping YAML f
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
     for source in sources:
-        produce(source, settings.kafka_bootstrap, settings.topics, report=report)
+        produce(source, settings.kafka_bootstrap, settings.topics, report=report,
+                partitions=settings.topic_partitions)
     typer.echo(json.dumps(report.as_dict()))
