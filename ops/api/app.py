@@ -19,7 +19,6 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
@@ -39,10 +38,10 @@ from citywatch.ops.api.models import (
 )
 from citywatch.ops.cap import CapWriter
 from citywatch.ops.settings import Settings
+from citywatch.ops.store.changes import incident_changes, last_change_id
 from citywatch.ops.store.lifecycle import IncidentDesk, IncidentNotFound, InvalidTransition
 from citywatch.ops.store.queries import (
     IncidentFilter,
-    changed_incidents,
     get_alert,
     get_incident,
     list_incidents,
@@ -257,18 +256,18 @@ def create_api(settings: Settings, store: IncidentStore | None = None) -> FastAP
                      close_after: Annotated[float | None, Query(
                          gt=0, le=86400, description="close the stream after N seconds")]
                      = None, _: Caller = reader) -> StreamingResponse:
-        """Server-Sent Events: every new or changed incident matching the filter."""
-        last_id = request.headers.get("last-event-id")
-        try:
-            cursor = datetime.fromisoformat(last_id.split("|")[0]) if last_id else None
-        except ValueError:
-            cursor = None
-        cursor = cursor if cursor and cursor.tzinfo else datetime.now(UTC)
+        """Server-Sent Events: every change to an incident matching the filter (event
+        ``incident``, its data the incident as it is now), in commit order. The event id
+        is the change id: reconnect with ``Last-Event-ID`` to resume after it, with no
+        change skipped or repeated; without it the stream starts with the next change."""
+        last_id = request.headers.get("last-event-id", "").strip()
+        cursor = int(last_id) if last_id.isdecimal() else await asyncio.to_thread(
+            last_change_id, store)
         return StreamingResponse(_events(request, f, cursor, close_after),
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
 
-    async def _events(request: Request, f: IncidentFilter, cursor: datetime,
+    async def _events(request: Request, f: IncidentFilter, cursor: int,
                       close_after: float | None) -> AsyncIterator[str]:
         deadline = time.monotonic() + close_after if close_after else None
         quiet_since = time.monotonic()
@@ -276,17 +275,18 @@ def create_api(settings: Settings, store: IncidentStore | None = None) -> FastAP
         while deadline is None or time.monotonic() < deadline:
             if await request.is_disconnected():
                 return
-            page = f.model_copy(update={"updated_since": cursor, "offset": 0, "limit": 500})
-            rows = await asyncio.to_thread(changed_incidents, store, page)
-            for row in rows:
+            before = cursor
+            cursor, changes = await asyncio.to_thread(incident_changes, store,
+                                                      after=cursor, f=f)
+            for change, row in changes:
                 item = Incident.model_validate(row)
-                cursor = max(cursor, item.updated_at)
-                yield (f"id: {item.updated_at.isoformat()}|{item.id}\nevent: incident\n"
+                yield (f"id: {change}\nevent: incident\n"
                        f"data: {json.dumps(item.model_dump(mode='json'))}\n\n")
                 quiet_since = time.monotonic()
             if time.monotonic() - quiet_since > 15:
                 yield ": keep-alive\n\n"
                 quiet_since = time.monotonic()
-            await asyncio.sleep(settings.stream_poll_seconds)
+            if cursor == before:  # caught up
+                await asyncio.sleep(settings.stream_poll_seconds)
 
     return api

@@ -2,7 +2,8 @@
 
 Every change to an incident (created or gained alerts, acknowledged, resolved, reopened,
 assigned, noted) appends one ``audit_log`` row in the same transaction. Its id is the
-change id: writers take :func:`lock_change_order` before they append, and hold it until
+change id: writers take :func:`~citywatch.ops.store.locks.lock_change_order` before
+they append, and hold it until
 they commit, so change ids become visible in increasing order — a reader that has seen
 change ``n`` has seen every change before it, and resuming "after ``n``" never skips or
 repeats one (equal timestamps do not matter).
@@ -19,22 +20,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import func, select
 
-from citywatch.ops.store.queries import IncidentFilter, _where
+from citywatch.ops.store.queries import IncidentFilter, apply_filter
 from citywatch.ops.store.schema import AuditRow, IncidentRow
 from citywatch.ops.store.store import IncidentStore
-
-# an arbitrary constant: the one PostgreSQL advisory lock key for incident changes
-_CHANGE_ORDER_LOCK = 0x63770001
-
-
-def lock_change_order(conn: Connection) -> None:
-    """Hold the change-order lock until the caller's transaction ends (PostgreSQL; on
-    SQLite one writer at a time holds the database from its first write to its commit,
-    which gives the same order)."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CHANGE_ORDER_LOCK})
 
 
 def last_change_id(store: IncidentStore) -> int:
@@ -56,7 +46,7 @@ def incident_changes(store: IncidentStore, *, after: int, f: IncidentFilter,
         if not ids:
             return after, []
         incidents = {row.id: row for row in conn.execute(
-            _where(select(IncidentRow), f)
+            apply_filter(select(IncidentRow), f)
             .where(IncidentRow.id.in_({entity for _, entity in ids}))).all()}
     return ids[-1][0], [(change, incidents[entity]) for change, entity in ids
                         if entity in incidents]

@@ -33,7 +33,6 @@ class IncidentFilter(BaseModel):
         default=None, description="min_lon, min_lat, max_lon, max_lat")
     since: datetime | None = Field(default=None, description="last seen at or after")
     until: datetime | None = Field(default=None, description="first seen at or before")
-    updated_since: datetime | None = None
     limit: int = Field(default=50, ge=1, le=1000)
     offset: int = Field(default=0, ge=0, le=2**31 - 1)
 
@@ -48,7 +47,7 @@ class IncidentFilter(BaseModel):
         return value
 
 
-def _where(query: Select[Any], f: IncidentFilter) -> Select[Any]:
+def apply_filter(query: Select[Any], f: IncidentFilter) -> Select[Any]:
     c = IncidentRow
     if f.status:
         query = query.where(c.status.in_(f.status))
@@ -65,27 +64,17 @@ def _where(query: Select[Any], f: IncidentFilter) -> Select[Any]:
         query = query.where(c.last_seen >= f.since)
     if f.until:
         query = query.where(c.first_seen <= f.until)
-    if f.updated_since:
-        query = query.where(c.updated_at > f.updated_since)
     return query
 
 
 def list_incidents(store: IncidentStore, f: IncidentFilter) -> tuple[Sequence[Any], int]:
     """One page of incidents (most recently seen first) and the total matching."""
     with store.engine.connect() as conn:
-        total = conn.scalar(_where(select(func.count()).select_from(IncidentRow), f)) or 0
-        rows = conn.execute(_where(select(IncidentRow), f)
+        total = conn.scalar(apply_filter(select(func.count()).select_from(IncidentRow), f)) or 0
+        rows = conn.execute(apply_filter(select(IncidentRow), f)
                             .order_by(IncidentRow.last_seen.desc(), IncidentRow.id)
                             .limit(f.limit).offset(f.offset)).all()
     return rows, total
-
-
-def changed_incidents(store: IncidentStore, f: IncidentFilter) -> Sequence[Any]:
-    """Incidents updated after ``f.updated_since``, oldest change first (for streaming)."""
-    with store.engine.connect() as conn:
-        return conn.execute(_where(select(IncidentRow), f)
-                            .order_by(IncidentRow.updated_at, IncidentRow.id)
-                            .limit(f.limit)).all()
 
 
 def get_incident(store: IncidentStore, incident_id: str) -> dict[str, Any] | None:

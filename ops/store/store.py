@@ -33,6 +33,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
+from citywatch.ops.store.locks import lock_change_order
 from citywatch.ops.store.migrate import migrate
 from citywatch.ops.store.schema import AlertRow, AuditRow, IncidentRow
 from citywatch.streams.alert import Alert
@@ -196,6 +197,7 @@ class IncidentStore:
                 "severity": names[worst], "revision": old.revision + 1, "updated_at": now,
                 "status": "reopened" if old.status == "resolved" else old.status})
         if changes:
+            lock_change_order(conn)  # held to the commit: change ids visible in order
             conn.execute(update(table).where(table.id == bindparam("b_id")).values(
                 {k: bindparam(k) for k in changes[0] if k != "b_id"}), changes)
             conn.execute(insert(AuditRow), [{
