@@ -27,6 +27,7 @@ from citywatch.connectors.kafka_sink import PumpReport
 from citywatch.connectors.runner import produce
 from citywatch.ops.progress import PipelineStalled, wait_until_drained
 from citywatch.ops.settings import DEMO_DIR, Settings
+from citywatch.ops.store.outbox import Outbox
 from citywatch.ops.store.store import IncidentStore
 from citywatch.ops.topic_watch import TopicWatch
 from citywatch.ops.worker_process import WorkerProcess
@@ -69,7 +70,8 @@ def run_demo(settings: Settings, *, feeds: list[Path] | None = None,
             produce(FileSource(load_feed(feed)), bootstrap, topics, report=report,
                     partitions=settings.topic_partitions)
         try:
-            wait_until_drained(admin, settings, timeout=timeout, alive=worker.alive)
+            wait_until_drained(admin, settings, timeout=timeout, alive=worker.alive,
+                               owed=Outbox(store).due)
         except PipelineStalled as exc:
             raise PipelineStalled(f"{exc}\n--- worker log ---\n{worker.log_tail()}") from None
         dead_letters = sum(admin.end_offsets([topics.deadletter]).values()) - dead_before

@@ -33,8 +33,9 @@ def stage_lags(admin: KafkaAdmin, settings: Settings) -> dict[str, int]:
 
 def wait_until_drained(admin: KafkaAdmin, settings: Settings, *, timeout: float = 180.0,
                        alive: Callable[[], bool] = lambda: True,
-                       poll: float = 0.2) -> None:
-    """Block until every stage has zero lag twice in a row."""
+                       poll: float = 0.2, owed: Callable[[], int] = lambda: 0) -> None:
+    """Block until every stage has zero lag, and nothing ``owed`` (deliveries due to
+    teams), twice in a row."""
     deadline = time.monotonic() + timeout
     clean = 0
     lags: dict[str, int] = {}
@@ -42,6 +43,7 @@ def wait_until_drained(admin: KafkaAdmin, settings: Settings, *, timeout: float 
         if not alive():
             raise PipelineStalled("the worker process exited")
         lags = stage_lags(admin, settings)
+        lags["deliveries"] = owed()
         clean = clean + 1 if not any(lags.values()) else 0
         if clean >= 2:
             return

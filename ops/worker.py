@@ -2,8 +2,8 @@
 engine, the forecast models and the incident store.
 
 This is the one place where the layers meet: ``citywatch.streams.worker.Pipeline`` knows
-only its own interfaces (``RuleSource``, ``ModelSource``, ``AlertSink``, a subscription
-book); the classes below implement them with ``citywatch.rules``,
+only its own interfaces (``RuleSource``, ``ModelSource``, ``AlertSink``,
+``routing.DeliveryQueue``); the classes below implement them with ``citywatch.rules``,
 ``citywatch.forecasts`` and ``citywatch.ops.store``.
 
 Example:
@@ -26,9 +26,9 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from citywatch.forecasts.grid import ForecastBook
 from citywatch.ops.settings import Settings
 from citywatch.ops.store.forecast_models import ModelRegistry
+from citywatch.ops.store.outbox import Outbox
 from citywatch.ops.store.rulesets import RuleSetBook
 from citywatch.ops.store.store import IncidentStore
-from citywatch.ops.store.subscriptions import SubscriptionBook
 from citywatch.rules.engine import RuleEngine
 from citywatch.rules.loader import load_ruleset
 from citywatch.rules.model import Correlate, RuleSet, Window
@@ -121,12 +121,16 @@ class StoreSink:
         set()
     """
 
-    def __init__(self, store: IncidentStore) -> None:
+    def __init__(self, store: IncidentStore, outbox: Outbox | None = None) -> None:
         self.store = store
+        self.outbox = outbox
 
     def add_new_alerts(self, alerts: Sequence[Alert]) -> set[str]:
+        """Store ``alerts``; those new to the store are owed to the subscriptions they
+        match (the outbox, in the same transaction)."""
         with outage_is_unavailable():
-            return self.store.add_new_alerts(alerts)
+            return self.store.add_new_alerts(
+                alerts, also=self.outbox.enqueue if self.outbox else None)
 
 
 @contextlib.contextmanager
@@ -159,5 +163,6 @@ def build_pipeline(settings: Settings, bootstrap: str | None = None) -> Pipeline
     rules = StoreRuleSource(RuleSetBook(store), settings.rules_path, forecasts,
                             partitions=settings.topic_partitions)
     models = RegistryModelSource(ModelRegistry(store), forecasts)
-    return Pipeline(settings, bootstrap, rules=rules, models=models, alerts=StoreSink(store),
-                    subscriptions=SubscriptionBook(store))
+    outbox = Outbox(store)
+    return Pipeline(settings, bootstrap, rules=rules, models=models,
+                    alerts=StoreSink(store, outbox), deliveries=outbox)

@@ -1,123 +1,159 @@
-"""Team routing: alerts → matching subscriptions → ``alerts.team.<team>`` topics and
-webhooks.
+"""Team deliveries: alerts owed to subscriptions, taken from a durable outbox and sent to
+``alerts.team.<team>`` topics and webhooks.
 
-Webhook delivery is isolated per subscription: each has its own bounded queue and
-delivery task, with a timeout per request, exponential backoff between attempts, and a
-failure counter in the store. A hanging endpoint delays only its own queue.
+The incident store writes one delivery per (matching subscription, channel) in the
+transaction that stores a **new** alert, so a replay owes nothing again and a worker
+killed after the write still owes it. :class:`Deliverer` claims due deliveries for a
+lease, sends them and records the outcome in the store: a failed webhook attempt is
+retried later with exponential backoff (from the store, so retries survive a restart);
+after the last attempt the delivery is marked failed and handed to ``dead_letter``.
+Each subscription's webhooks go through their own queue and task, with a timeout per
+request: an endpoint that hangs delays only its own deliveries. Webhook requests carry
+``X-Citywatch-Delivery`` (the delivery id) so a receiver can drop the rare repeat after
+a worker died between a POST and recording it.
 
 Example:
-    >>> dispatcher = WebhookDispatcher(book, timeout=5, max_attempts=5)   # doctest: +SKIP
-    >>> dispatcher.submit(subscription, b'{"id": "..."}')                 # doctest: +SKIP
+    >>> deliverer = Deliverer(outbox, send_topic, dead_letter,            # doctest: +SKIP
+    ...                       timeout=5, max_attempts=5)
+    >>> await deliverer.run_once()      # claims, sends, records       # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Collection
+from typing import Literal, Protocol
 
 import aiohttp
-
-from citywatch.streams.subscriptions import Subscription, matching
+import msgspec
 
 log = logging.getLogger(__name__)
 
 
-class SubscriptionBook(Protocol):
-    """Where subscriptions are kept (the incident store implements it)."""
+class Delivery(msgspec.Struct, frozen=True):
+    """One alert owed to one subscription on one channel."""
 
-    def list(self, team: str | None = None, active_only: bool = False,
-             ) -> list[Subscription]: ...
-
-    def record_delivery(self, subscription_id: str, error: str | None) -> None: ...
-
-
-class SubscriptionCache:
-    """Active subscriptions, re-read from the store at most every ``ttl`` seconds."""
-
-    def __init__(self, book: SubscriptionBook, ttl: float = 5.0) -> None:
-        self.book = book
-        self.ttl = ttl
-        self._items: list[Subscription] = []
-        self._loaded = -float("inf")
-
-    async def current(self) -> list[Subscription]:
-        """The active subscriptions; while the store cannot be read, the last list read
-        (routing goes on, the stage never dies of an outage)."""
-        if time.monotonic() - self._loaded > self.ttl:
-            try:
-                self._items = await asyncio.to_thread(self.book.list, None, True)
-            except Exception as exc:
-                log.warning("subscriptions not refreshed (%s); routing by the last %d read",
-                            exc, len(self._items))
-            self._loaded = time.monotonic()
-        return self._items
+    id: int
+    subscription_id: str
+    team: str
+    alert_id: str
+    channel: Literal["topic", "webhook"]
+    payload: bytes
+    attempts: int  # attempts made before this one
+    url: str | None = None  # the subscription's webhook now (None: no longer has one)
 
 
-def route(subscriptions: Sequence[Subscription], alerts: Sequence[Any],
-          ) -> list[tuple[Subscription, Any]]:
-    """Every (subscription, alert) pair to deliver."""
-    return [(sub, alert) for alert in alerts for sub in matching(subscriptions, alert)]
+class DeliveryQueue(Protocol):
+    """The durable outbox (the incident store implements it)."""
+
+    def claim(self, limit: int, lease_seconds: float, exclude: Collection[int],
+              ) -> list[Delivery]:
+        """Due deliveries, leased to the caller for ``lease_seconds``."""
+        ...
+
+    def delivered(self, ids: Collection[int]) -> None: ...
+
+    def attempt_failed(self, delivery: Delivery, error: str, retry_in: float | None,
+                       ) -> None:
+        """Record a failed attempt; ``retry_in`` None means it was the last one."""
+        ...
 
 
-class WebhookDispatcher:
-    """Delivers payloads to subscriptions' webhooks, one independent queue each."""
+SendTopic = Callable[[str, bytes, bytes], Awaitable[None]]  # team, key, payload
+DeadLetter = Callable[[Delivery, str], Awaitable[None]]  # delivery, reason
 
-    def __init__(self, book: SubscriptionBook, *, timeout: float, max_attempts: int,
-                 backoff: float = 0.5, queue_size: int = 10_000) -> None:
-        self.book = book
+
+class Deliverer:
+    """Claims due deliveries from the outbox and sends them (see the module docs)."""
+
+    def __init__(self, queue: DeliveryQueue, send_topic: SendTopic, dead_letter: DeadLetter,
+                 *, timeout: float, max_attempts: int, backoff: float = 0.5,
+                 lease_seconds: float = 120.0, batch: int = 500) -> None:
+        self.queue = queue
+        self.send_topic = send_topic
+        self.dead_letter = dead_letter
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.max_attempts = max_attempts
         self.backoff = backoff
-        self.queue_size = queue_size
-        self.delivered: dict[str, int] = {}
-        self._queues: dict[str, asyncio.Queue[bytes]] = {}
+        self.lease_seconds = lease_seconds
+        self.batch = batch
+        self.delivered: dict[str, int] = {}  # subscription id -> webhooks delivered
+        self._in_flight: set[int] = set()
+        self._queues: dict[str, asyncio.Queue[Delivery]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._urls: dict[str, str] = {}
         self._session: aiohttp.ClientSession | None = None
 
-    def submit(self, subscription: Subscription, payload: bytes) -> None:
-        """Queue ``payload`` for the subscription's webhook; never blocks."""
-        if subscription.webhook_url is None:
-            return
-        sid = subscription.id
-        self._urls[sid] = str(subscription.webhook_url)
-        queue = self._queues.get(sid)
+    async def run_once(self) -> int:
+        """Claim what is due and send it; returns how many deliveries were claimed.
+        Team topic messages are sent (and acknowledged) before this returns; webhooks
+        are queued to their subscription's task."""
+        claimed = await asyncio.to_thread(self.queue.claim, self.batch, self.lease_seconds,
+                                          frozenset(self._in_flight))
+        topics = [d for d in claimed if d.channel == "topic"]
+        await asyncio.gather(*(self.send_topic(d.team, d.alert_id.encode(), d.payload)
+                               for d in topics))
+        if topics:
+            await asyncio.to_thread(self.queue.delivered, [d.id for d in topics])
+        for delivery in claimed:
+            if delivery.channel == "webhook":
+                self._in_flight.add(delivery.id)
+                self._queue_of(delivery.subscription_id).put_nowait(delivery)
+        return len(claimed)
+
+    def _queue_of(self, subscription_id: str) -> asyncio.Queue[Delivery]:
+        queue = self._queues.get(subscription_id)
         if queue is None:
-            queue = self._queues[sid] = asyncio.Queue(self.queue_size)
-            self._tasks[sid] = asyncio.create_task(self._deliver(sid, queue),
-                                                   name=f"webhook-{sid}")
-        try:
-            queue.put_nowait(payload)
-        except asyncio.QueueFull:
-            log.warning("webhook queue of subscription %s is full; alert not delivered", sid)
-            self._record(sid, "queue full: endpoint too slow")
+            queue = self._queues[subscription_id] = asyncio.Queue()
+            self._tasks[subscription_id] = asyncio.create_task(
+                self._deliver(queue), name=f"webhook-{subscription_id}")
+        return queue
 
-    def _record(self, sid: str, error: str | None) -> None:
-        asyncio.get_running_loop().run_in_executor(None, self.book.record_delivery, sid, error)
+    async def _deliver(self, queue: asyncio.Queue[Delivery]) -> None:
+        while True:
+            delivery = await queue.get()
+            try:
+                error = await self._post(delivery)
+                await self._record(delivery, error)
+            except Exception:  # never lose the task: the lease hands it back later
+                log.exception("webhook delivery %d not recorded", delivery.id)
+            finally:
+                self._in_flight.discard(delivery.id)
+                queue.task_done()
 
-    async def _deliver(self, sid: str, queue: asyncio.Queue[bytes]) -> None:
+    async def _post(self, delivery: Delivery) -> str | None:
+        """One attempt; the error, or None when the endpoint took it."""
+        if delivery.url is None:
+            return "the subscription has no webhook any more"
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
-        while True:
-            payload = await queue.get()
-            for attempt in range(self.max_attempts):
-                try:
-                    async with self._session.post(
-                            self._urls[sid], data=payload,
-                            headers={"Content-Type": "application/json"}) as response:
-                        if 200 <= response.status < 300:
-                            self.delivered[sid] = self.delivered.get(sid, 0) + 1
-                            break
-                        error = f"HTTP {response.status}"
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                self._record(sid, error)
-                if attempt + 1 < self.max_attempts:
-                    await asyncio.sleep(self.backoff * 2 ** attempt)
-            queue.task_done()
+        headers = {"Content-Type": "application/json",
+                   "X-Citywatch-Delivery": str(delivery.id),
+                   "X-Citywatch-Alert": delivery.alert_id}
+        try:
+            async with self._session.post(delivery.url, data=delivery.payload,
+                                          headers=headers) as response:
+                if 200 <= response.status < 300:
+                    return None
+                return f"HTTP {response.status}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+    async def _record(self, delivery: Delivery, error: str | None) -> None:
+        if error is None:
+            self.delivered[delivery.subscription_id] = (
+                self.delivered.get(delivery.subscription_id, 0) + 1)
+            await asyncio.to_thread(self.queue.delivered, [delivery.id])
+            return
+        attempt = delivery.attempts + 1
+        final = attempt >= self.max_attempts or delivery.url is None
+        retry_in = None if final else self.backoff * 2 ** delivery.attempts
+        await asyncio.to_thread(self.queue.attempt_failed, delivery, error, retry_in)
+        if final:
+            reason = f"webhook failed after {attempt} attempt(s): {error}"
+            log.warning("delivery %d of alert %s to subscription %s: %s", delivery.id,
+                        delivery.alert_id, delivery.subscription_id, reason)
+            await self.dead_letter(delivery, reason)
 
     async def close(self) -> None:
         for task in self._tasks.values():

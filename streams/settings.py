@@ -79,6 +79,12 @@ class StreamSettings(BaseSettings):
                                            description="Per-request webhook timeout.")
     webhook_max_attempts: int = Field(default=5, ge=1,
                                       description="Webhook delivery attempts per alert.")
+    webhook_backoff_seconds: float = Field(
+        default=1.0, gt=0, description="Wait before the second webhook attempt; doubles "
+                                       "for each further attempt.")
+    delivery_poll_seconds: float = Field(
+        default=0.5, gt=0, description="How often a worker sends what the delivery outbox "
+                                       "owes teams (topics and webhooks).")
 
     @field_validator("topic_prefix")
     @classmethod

@@ -3,7 +3,7 @@
 The worker owns the small interfaces it needs from the layers above and below it — an
 :class:`Evaluator` (the rule engine), a :class:`RuleSource` that builds one and notices
 newer rule sets, a :class:`ModelSource` that refreshes forecast models, an
-:class:`AlertSink` (the incident store) and a subscription book — and the composition
+:class:`AlertSink` (the incident store) and a delivery queue (the outbox) — and the composition
 root (``citywatch.ops.worker.build_pipeline``) plugs the real ones in.
 
 Example:
@@ -33,12 +33,7 @@ from citywatch.streams.deadletter import DeadLetter, encode_deadletter
 from citywatch.streams.envelope import Envelope, encode_envelope
 from citywatch.streams.ingest import RawIngest
 from citywatch.streams.kafka_admin import KafkaAdmin, ensure_topics
-from citywatch.streams.routing import (
-    SubscriptionBook,
-    SubscriptionCache,
-    WebhookDispatcher,
-    route,
-)
+from citywatch.streams.routing import Deliverer, Delivery, DeliveryQueue
 from citywatch.streams.rule_state import ChangelogState, encode_writes
 from citywatch.streams.settings import StreamSettings
 
@@ -188,8 +183,7 @@ class Pipeline:
     """Everything one worker process runs, wired by the composition root."""
 
     def __init__(self, settings: StreamSettings, bootstrap: str, *, rules: RuleSource,
-                 models: ModelSource, alerts: AlertSink,
-                 subscriptions: SubscriptionBook) -> None:
+                 models: ModelSource, alerts: AlertSink, deliveries: DeliveryQueue) -> None:
         self.settings = settings
         self.bootstrap = bootstrap
         self.rules = rules
@@ -199,10 +193,10 @@ class Pipeline:
         self.rule_state = ChangelogState()
         self.models.refresh()
         self.engine = rules.load(self.rule_state)
-        self.subscriptions = SubscriptionCache(subscriptions)
-        self.webhooks = WebhookDispatcher(subscriptions,
-                                          timeout=settings.webhook_timeout_seconds,
-                                          max_attempts=settings.webhook_max_attempts)
+        self.deliverer = Deliverer(deliveries, self._send_team, self._dead_letter_delivery,
+                                   timeout=settings.webhook_timeout_seconds,
+                                   max_attempts=settings.webhook_max_attempts,
+                                   backoff=settings.webhook_backoff_seconds)
         self.ingest = RawIngest(settings, self.bootstrap)
         topics = settings.topics
         self.events_topic = self.app.topic(topics.events, value_serializer="raw",
@@ -223,10 +217,29 @@ class Pipeline:
         self.broker_watch = BrokerWatch(settings, bootstrap)
         self.app.timer(interval=settings.broker_check_seconds, name="watch_broker")(
             self.watch_broker)
-        self.app.on_before_shutdown.connect(self._close_webhooks)
+        self.app.timer(interval=settings.delivery_poll_seconds, name="deliver")(self.deliver)
+        self.app.on_before_shutdown.connect(self._close_deliveries)
 
-    async def _close_webhooks(self, app: faust.App, **kwargs: object) -> None:
-        await self.webhooks.close()
+    async def _close_deliveries(self, app: faust.App, **kwargs: object) -> None:
+        await self.deliverer.close()
+
+    async def deliver(self) -> None:
+        """Send what the outbox owes teams (topics, webhooks); an outage waits."""
+        try:
+            while await self.deliverer.run_once() == self.deliverer.batch:
+                pass
+        except Exception as exc:  # the store or broker away: the outbox keeps it
+            log.warning("deliveries wait: %s: %s", type(exc).__name__,
+                        str(exc).splitlines()[0] if str(exc) else "")
+
+    async def _send_team(self, team: str, key: bytes, payload: bytes) -> None:
+        topic = await self._team_topic(team)
+        await (await topic.send(key=key, value=payload))
+
+    async def _dead_letter_delivery(self, delivery: Delivery, reason: str) -> None:
+        await self._dead_letter("webhook", f"subscription:{delivery.subscription_id}",
+                                f"{delivery.subscription_id}:{delivery.alert_id}", reason,
+                                delivery.payload)
 
     async def _team_topic(self, team: str) -> faust.TopicT:
         topic = self._team_topics.get(team)
@@ -338,30 +351,23 @@ class Pipeline:
                         partition, applied)
 
     async def store_alerts(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        """alerts → incident store (in batches, idempotently) → team topics and webhooks.
+        """alerts → incident store (in batches, idempotently), with what teams are owed.
 
         A batch is acknowledged (the next one taken) only once it is written: while the
         store is unreachable this agent waits and retries with backoff, so nothing is
         consumed meanwhile; an alert the store refuses is dead-lettered alone and the
-        rest of its batch is stored. Only alerts new to the store are routed, so a replay
-        sends nothing to teams again.
+        rest of its batch is stored. The store owes only alerts new to it to teams (in
+        the same transaction), so a replay sends nothing to teams again.
         """
         async for values in stream.take(500, within=0.2):
             alerts: list[Alert] = []
-            payloads: dict[str, bytes] = {}
             for value in values:
                 try:
                     alerts.append(decode_alert(value))
-                    payloads[alerts[-1].id] = bytes(value)
                 except msgspec.MsgspecError as exc:
                     await self._dead_letter("store", self.settings.topics.alerts, "alerts",
                                             f"not an alert: {exc}", bytes(value))
-            new = await self._write(alerts)
-            fresh = [alert for alert in alerts if alert.id in new]
-            for subscription, alert in route(await self.subscriptions.current(), fresh):
-                topic = await self._team_topic(subscription.team)
-                await topic.send(key=alert.id.encode(), value=payloads[alert.id])
-                self.webhooks.submit(subscription, payloads[alert.id])
+            await self._write(alerts)
             yield None
 
     async def _write(self, alerts: list[Alert]) -> set[str]:

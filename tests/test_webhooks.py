@@ -1,23 +1,31 @@
-"""Webhook delivery is isolated per subscription: an endpoint that never answers does
-not delay another team's deliveries; its failures are counted in the store."""
+"""Team deliveries from the durable outbox, against real HTTP endpoints and the real
+store: owed once per new alert (a replay posts nothing again), isolated per subscription
+(a hanging endpoint delays no other team), retried from the store (a restart in the
+middle of retries still delivers), and dead-lettered and visible after the last
+attempt."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
+import warnings
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from factories import make_alert
 
+from citywatch.ops.settings import Settings
+from citywatch.ops.store.outbox import Outbox
 from citywatch.ops.store.store import IncidentStore
 from citywatch.ops.store.subscriptions import SubscriptionBook
-from citywatch.streams.alert import encode_alert
-from citywatch.streams.routing import SubscriptionCache, WebhookDispatcher, route
-from citywatch.streams.subscriptions import Subscription, SubscriptionIn
+from citywatch.ops.store.tokens import TokenBook
+from citywatch.ops.worker import StoreSink
+from citywatch.streams.broker import free_port
+from citywatch.streams.routing import Deliverer, Delivery
+from citywatch.streams.subscriptions import SubscriptionIn
 
 
 class _Recorder(BaseHTTPRequestHandler):
@@ -33,14 +41,21 @@ class _Recorder(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def good_server() -> Iterator[tuple[str, list[bytes]]]:
+@contextlib.contextmanager
+def recording_server(port: int = 0) -> Iterator[tuple[str, list[bytes]]]:
     handler = type("Recorder", (_Recorder,), {"received": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/hook", handler.received
     server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def good_server() -> Iterator[tuple[str, list[bytes]]]:
+    with recording_server() as served:
+        yield served
 
 
 @pytest.fixture
@@ -53,6 +68,59 @@ def silent_server() -> Iterator[str]:
     sock.close()
 
 
+class Sent:
+    """What the deliverer hands on: team topic messages and dead letters (the worker
+    sends these to Kafka; the pipeline tests cover that path)."""
+
+    def __init__(self) -> None:
+        self.topics: list[tuple[str, bytes]] = []
+        self.dead: list[tuple[Delivery, str]] = []
+
+    async def topic(self, team: str, key: bytes, payload: bytes) -> None:
+        self.topics.append((team, key))
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        self.dead.append((delivery, reason))
+
+
+def deliverer(store: IncidentStore, sent: Sent, **options: float) -> Deliverer:
+    settings = {"timeout": 3.0, "max_attempts": 3, "backoff": 0.05} | options
+    return Deliverer(Outbox(store), sent.topic, sent.dead_letter, **settings)
+
+
+async def until(check: object, timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():  # type: ignore[operator]
+        assert asyncio.get_running_loop().time() < deadline, "condition never held"
+        await asyncio.sleep(0.02)
+
+
+def store_alerts(store: IncidentStore, alerts: list) -> set[str]:
+    return StoreSink(store, Outbox(store)).add_new_alerts(alerts)
+
+
+def test_a_replay_owes_and_posts_nothing_again(store: IncidentStore, good_server) -> None:
+    url, received = good_server
+    book = SubscriptionBook(store)
+    book.create(SubscriptionIn(team="air", domains=["environment"], webhook_url=url),
+                actor="test")
+    alerts = [make_alert(i) for i in range(5)]
+    sent = Sent()
+
+    async def run() -> None:
+        d = deliverer(store, sent)
+        await d.run_once()
+        await until(lambda: len(received) == 5)
+        assert store_alerts(store, alerts) == set()  # the replay: nothing new
+        assert await d.run_once() == 0
+        await d.close()
+
+    assert len(store_alerts(store, alerts)) == 5
+    asyncio.run(run())
+    assert len(received) == 5 and len(sent.topics) == 5
+    assert {key.decode() for _, key in sent.topics} == {a.id for a in alerts}
+
+
 def test_hanging_endpoint_does_not_delay_other_team(store: IncidentStore, good_server,
                                                      silent_server: str) -> None:
     good_url, received = good_server
@@ -61,50 +129,95 @@ def test_hanging_endpoint_does_not_delay_other_team(store: IncidentStore, good_s
                                       webhook_url=good_url), actor="test")
     stuck = book.create(SubscriptionIn(team="air", domains=["environment"],
                                        webhook_url=silent_server), actor="test")
-    alerts = [make_alert(i) for i in range(5)]
-    pairs = route(book.list(active_only=True), alerts)
-    assert len(pairs) == 10
+    store_alerts(store, [make_alert(i) for i in range(5)])
+    sent = Sent()
 
-    async def scenario() -> tuple[int, int]:
-        dispatcher = WebhookDispatcher(book, timeout=3.0, max_attempts=2, backoff=0.05)
-        for subscription, alert in pairs:
-            dispatcher.submit(subscription, encode_alert(alert))
-        while dispatcher.delivered.get(fast.id, 0) < 5:
-            await asyncio.sleep(0.01)
+    async def scenario() -> int:
+        d = deliverer(store, sent)
+        await d.run_once()
+        await until(lambda: d.delivered.get(fast.id, 0) == 5)
         # all five reached the healthy endpoint while the first request to the silent
         # one is still waiting for its answer
         stuck_failures_then = book.get(stuck.id).failures
-        while book.get(stuck.id).failures < 1:
-            await asyncio.sleep(0.05)
-        await dispatcher.close()
-        return stuck_failures_then, dispatcher.delivered.get(stuck.id, 0)
+        await until(lambda: book.get(stuck.id).failures >= 1)
+        await d.close()
+        return stuck_failures_then
 
-    stuck_failures_when_fast_done, stuck_delivered = asyncio.run(scenario())
+    assert asyncio.run(scenario()) == 0
     assert len(received) == 5
-    assert stuck_failures_when_fast_done == 0
-    assert stuck_delivered == 0
     after = book.get(stuck.id)
     assert after.failures >= 1 and "Timeout" in (after.last_error or "")
     assert book.get(fast.id).failures == 0
 
 
-def test_routing_survives_a_store_that_cannot_be_read() -> None:
-    """While the store is down the store stage keeps routing by the last list read."""
-    now = datetime.now(UTC)
-    known = [Subscription(id="s1", team="air", created_at=now, updated_at=now)]
+def test_endpoint_down_through_every_attempt_is_a_dead_letter_and_visible(
+        store: IncidentStore, tmp_path) -> None:
+    book = SubscriptionBook(store)
+    down = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there
+    sub = book.create(SubscriptionIn(team="air", domains=["environment"], webhook_url=down),
+                      actor="test")
+    store_alerts(store, [make_alert(i) for i in range(3)])
+    sent = Sent()
 
-    class FlakyBook:
-        calls = 0
+    async def run() -> None:
+        d = deliverer(store, sent, max_attempts=3)
+        while len(sent.dead) < 3:
+            await d.run_once()
+            await asyncio.sleep(0.05)
+        await d.close()
 
-        def list(self, team: str | None = None, active_only: bool = False) -> list:
-            FlakyBook.calls += 1
-            if FlakyBook.calls > 1:
-                raise ConnectionError("connection refused")
-            return known
+    asyncio.run(run())
+    assert {reason.split(":")[0] for _, reason in sent.dead} == {
+        "webhook failed after 3 attempt(s)"}
+    failed = Outbox(store).list(sub.id, "failed")
+    assert len(failed) == 3 and all(row.attempts == 3 for row in failed)
+    assert "ClientConnectorError" in failed[0].last_error
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
 
-        def record_delivery(self, subscription_id: str, error: str | None) -> None:
-            pass
+        from citywatch.ops.api.app import create_api
+    token = TokenBook(store).issue("viewer-user", "viewer")
+    app = create_api(Settings(database_url=store.url, data_dir=tmp_path), store)
+    with TestClient(app) as client:
+        listed = client.get(f"/subscriptions/{sub.id}/deliveries", params={"status": "failed"},
+                            headers={"Authorization": f"Bearer {token}"}).json()
+    assert len(listed) == 3 and {row["channel"] for row in listed} == {"webhook"}
 
-    cache = SubscriptionCache(FlakyBook(), ttl=0.0)
-    assert asyncio.run(cache.current()) == known
-    assert asyncio.run(cache.current()) == known and FlakyBook.calls == 2
+
+def test_a_restart_in_the_middle_of_retries_still_delivers(store: IncidentStore) -> None:
+    """The first worker's attempt fails (nothing listens) and it stops; the endpoint comes
+    up; a new deliverer over a new store connection (the restarted worker: nothing of the
+    first survives but the store) delivers every alert, once."""
+    port = free_port()
+    book = SubscriptionBook(store)
+    book.create(SubscriptionIn(team="air", domains=["environment"],
+                               webhook_url=f"http://127.0.0.1:{port}/hook"), actor="test")
+    store_alerts(store, [make_alert(i) for i in range(4)])
+    sent = Sent()
+
+    async def first_worker() -> None:
+        d = deliverer(store, sent, max_attempts=5)
+        await d.run_once()
+        await until(lambda: all(r.attempts == 1 for r in Outbox(store).list(
+            book.list()[0].id) if r.channel == "webhook"))
+        await d.close()
+
+    asyncio.run(first_worker())
+    restarted = IncidentStore(store.url)
+    with recording_server(port) as (_, received):
+        async def second_worker() -> None:
+            d = deliverer(restarted, sent, max_attempts=5)
+            while len(received) < 4:
+                await d.run_once()
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)
+            assert await d.run_once() == 0
+            await d.close()
+
+        asyncio.run(second_worker())
+    restarted.close()
+    assert len(received) == 4 and not sent.dead
+    rows = Outbox(store).list(book.list()[0].id)
+    assert {(r.channel, r.status) for r in rows} == {("topic", "delivered"),
+                                                    ("webhook", "delivered")}

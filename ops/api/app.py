@@ -19,7 +19,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -30,6 +30,7 @@ from citywatch.ops.api.atom import atom_feed
 from citywatch.ops.api.models import (
     Alert,
     Assignment,
+    DeliveryStatus,
     Incident,
     IncidentDetail,
     IncidentPage,
@@ -40,6 +41,7 @@ from citywatch.ops.cap import CapWriter
 from citywatch.ops.settings import Settings
 from citywatch.ops.store.changes import incident_changes, last_change_id
 from citywatch.ops.store.lifecycle import IncidentDesk, IncidentNotFound, InvalidTransition
+from citywatch.ops.store.outbox import Outbox
 from citywatch.ops.store.queries import (
     IncidentFilter,
     get_alert,
@@ -76,6 +78,7 @@ def create_api(settings: Settings, store: IncidentStore | None = None) -> FastAP
     store = store or IncidentStore(settings.database_url)
     store.create_schema()
     desk, book, tokens = IncidentDesk(store), SubscriptionBook(store), TokenBook(store)
+    outbox = Outbox(store)
     ruleset = load_ruleset(settings.rules_path)
     cap = CapWriter(settings.cap_sender, build_zone_index(ruleset))
     bearer = HTTPBearer(auto_error=False)
@@ -219,6 +222,20 @@ def create_api(settings: Settings, store: IncidentStore | None = None) -> FastAP
         if found is None:
             raise HTTPException(404, f"subscription '{subscription_id}' not found")
         return found
+
+    @api.get("/subscriptions/{subscription_id}/deliveries",
+             responses=ERRORS | {404: {"model": Problem}})
+    def deliveries(subscription_id: Annotated[str, Path(max_length=36)],
+                   status: Annotated[Literal["pending", "delivered", "failed"] | None,
+                                     Query()] = None,
+                   limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                   _: Caller = reader) -> list[DeliveryStatus]:
+        """The subscription's deliveries, newest first (``status=failed``: those that
+        failed for good, also on the dead-letter topic with stage ``webhook``)."""
+        if book.get(subscription_id) is None:
+            raise HTTPException(404, f"subscription '{subscription_id}' not found")
+        return [DeliveryStatus.model_validate(row)
+                for row in outbox.list(subscription_id, status, limit)]
 
     @api.put("/subscriptions/{subscription_id}", responses=ERRORS | {404: {"model": Problem}})
     def replace_subscription(subscription_id: Annotated[str, Path(max_length=36)],

@@ -8,7 +8,7 @@ Example:
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -114,6 +114,19 @@ class NoteIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: CleanText = Field(min_length=1, max_length=10_000)
+
+
+class DeliveryStatus(_FromRow):
+    """One alert owed to a subscription on one channel, and how its delivery went."""
+
+    id: int
+    alert_id: str
+    channel: Literal["topic", "webhook"]
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
 
 
 class Problem(BaseModel):

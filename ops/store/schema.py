@@ -5,8 +5,8 @@ Example:
     >>> engine = create_engine("sqlite://")
     >>> Base.metadata.create_all(engine)
     >>> sorted(Base.metadata.tables)
-    ['alerts', 'api_tokens', 'audit_log', 'forecast_models', 'incident_notes', 'incidents', \
-'rule_sets', 'subscriptions']
+    ['alerts', 'api_tokens', 'audit_log', 'deliveries', 'forecast_models', 'incident_notes', \
+'incidents', 'rule_sets', 'subscriptions']
 """
 
 from __future__ import annotations
@@ -148,6 +148,30 @@ class SubscriptionRow(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     failures: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DeliveryRow(Base):
+    """One alert owed to one subscription on one channel (its team topic or its
+    webhook): the durable outbox, written in the transaction that stores the alert."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (Index("ux_deliveries_once", "subscription_id", "alert_id", "channel",
+                            unique=True),
+                      Index("ix_deliveries_due", "status", "next_attempt_at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subscription_id: Mapped[str] = mapped_column(String(36))
+    team: Mapped[str] = mapped_column(String(64))
+    alert_id: Mapped[str] = mapped_column(String(36))
+    channel: Mapped[str] = mapped_column(String(16))  # "topic" | "webhook"
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

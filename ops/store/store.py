@@ -14,11 +14,12 @@ from __future__ import annotations
 import functools
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Connection,
     Engine,
     bindparam,
     case,
@@ -107,18 +108,25 @@ class IncidentStore:
         """Store alerts; returns how many were new (see :meth:`add_new_alerts`)."""
         return len(self.add_new_alerts(alerts, attempts))
 
-    def add_new_alerts(self, alerts: Sequence[Alert], attempts: int = 5) -> set[str]:
+    def insert_ignoring_duplicates(self, table: type[Any], unique: list[str]) -> Any:
+        """An INSERT of ``table`` rows that skips rows whose ``unique`` columns exist."""
+        return self._insert(table).on_conflict_do_nothing(index_elements=unique)
+
+    def add_new_alerts(self, alerts: Sequence[Alert], attempts: int = 5,
+                       also: Callable[[Connection, list[Alert]], object] | None = None,
+                       ) -> set[str]:
         """Store alerts in one transaction; returns the ids that were new (an id already
         stored is skipped, so a replay inserts nothing and routes nothing again).
 
         Rows are written in id order so concurrent writers take row locks in the same
         order; a deadlock or serialization failure that still happens is retried. Text
         longer than its column is cut with a marker and NUL characters are replaced, so
-        every field an envelope can carry fits.
+        every field an envelope can carry fits. ``also(conn, new alerts)`` runs in the
+        same transaction (the delivery outbox).
         """
         for attempt in range(attempts):
             try:
-                return self._add_alerts(alerts)
+                return self._add_alerts(alerts, also)
             except DBAPIError as exc:
                 retryable = getattr(exc.orig, "sqlstate", None) in {"40P01", "40001"}
                 if not retryable or attempt + 1 == attempts:
@@ -126,7 +134,8 @@ class IncidentStore:
                 time.sleep(0.05 * 2 ** attempt)
         return set()
 
-    def _add_alerts(self, alerts: Sequence[Alert]) -> set[str]:
+    def _add_alerts(self, alerts: Sequence[Alert],
+                    also: Callable[[Connection, list[Alert]], object] | None) -> set[str]:
         if not alerts:
             return set()
         unique = {a.id: a for a in sorted(alerts, key=lambda a: a.id)}
@@ -137,10 +146,12 @@ class IncidentStore:
             rows = [fit_row(AlertRow, _alert_row(a, incident_of[a.id]))
                     for a in unique.values()]
             inserted = conn.execute(
-                self._insert(AlertRow).on_conflict_do_nothing(index_elements=["id"])
+                self.insert_ignoring_duplicates(AlertRow, ["id"])
                 .returning(AlertRow.id), rows)
             new = {row.id for row in inserted}
             self._refresh_incidents(conn, sorted(set(incident_of.values())), now)
+            if also is not None and new:
+                also(conn, [a for a in unique.values() if a.id in new])
             return new
 
     def _ensure_incidents(self, conn: Any, alerts: list[Alert], incident_of: dict[str, str],
@@ -164,7 +175,7 @@ class IncidentStore:
                 "first_seen": first.event_time, "last_seen": first.event_time,
                 "alert_count": 0, "created_at": now, "updated_at": now, "lon": lon,
                 "lat": lat, "revision": 0})
-        conn.execute(self._insert(IncidentRow).on_conflict_do_nothing(index_elements=["id"]),
+        conn.execute(self.insert_ignoring_duplicates(IncidentRow, ["id"]),
                      [fit_row(IncidentRow, row) for row in rows])
 
     def _refresh_incidents(self, conn: Any, ids: list[str], now: datetime) -> int:

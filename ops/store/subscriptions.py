@@ -83,11 +83,3 @@ class SubscriptionBook:
             audit(conn, actor=actor, action="delete", entity_type="subscription",
                   entity_id=subscription_id, detail={})
         return True
-
-    def record_delivery(self, subscription_id: str, error: str | None) -> None:
-        """Count a failed webhook delivery (or clear the last error after a success)."""
-        table = SubscriptionRow
-        values: dict[str, Any] = ({"failures": table.failures + 1, "last_error": error}
-                                  if error else {"last_error": None})
-        with self.store.engine.begin() as conn:
-            conn.execute(update(table).where(table.id == subscription_id).values(**values))
