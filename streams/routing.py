@@ -32,7 +32,15 @@ log = logging.getLogger(__name__)
 
 
 class Delivery(msgspec.Struct, frozen=True):
-    """One alert owed to one subscription on one channel."""
+    """One alert owed to one subscription on one channel.
+
+    Example:
+        >>> d = Delivery(id=7, subscription_id="s1", team="air", alert_id="a1",
+        ...              channel="webhook", payload=b"{}", attempts=2,
+        ...              url="https://air.example/hook")
+        >>> d.attempts + 1   # the attempt this one would be
+        3
+    """
 
     id: int
     subscription_id: str

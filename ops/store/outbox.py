@@ -31,7 +31,13 @@ from citywatch.streams.subscriptions import Subscription, matching
 
 
 class Outbox:
-    """Deliveries owed to subscriptions, kept in the store until done or finally failed."""
+    """Deliveries owed to subscriptions, kept in the store until done or finally failed.
+
+    Example:
+        >>> store = IncidentStore("sqlite://"); store.create_schema()
+        >>> Outbox(store).due()     # nothing owed to anyone yet
+        0
+    """
 
     def __init__(self, store: IncidentStore) -> None:
         self.store = store
