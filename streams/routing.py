@@ -56,8 +56,9 @@ class DeliveryQueue(Protocol):
     """The durable outbox (the incident store implements it)."""
 
     def claim(self, limit: int, lease_seconds: float, exclude: Collection[int],
-              ) -> list[Delivery]:
-        """Due deliveries, leased to the caller for ``lease_seconds``."""
+              busy: Collection[str] = (), per_webhook: int = 10) -> list[Delivery]:
+        """Due deliveries, leased to the caller for ``lease_seconds``: at most
+        ``per_webhook`` webhooks per subscription, none for ``busy`` subscriptions."""
         ...
 
     def delivered(self, ids: Collection[int]) -> None: ...
@@ -87,7 +88,7 @@ class Deliverer:
         self.lease_seconds = lease_seconds
         self.batch = batch
         self.delivered: dict[str, int] = {}  # subscription id -> webhooks delivered
-        self._in_flight: set[int] = set()
+        self._in_flight: dict[int, str] = {}  # delivery id -> subscription id
         self._queues: dict[str, asyncio.Queue[Delivery]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -96,8 +97,12 @@ class Deliverer:
         """Claim what is due and send it; returns how many deliveries were claimed.
         Team topic messages are sent (and acknowledged) before this returns; webhooks
         are queued to their subscription's task."""
+        # a subscription's webhooks are sent one after another, each within the timeout:
+        # hold no more than fit in half the lease, and none more while it is still busy
+        per_webhook = max(1, int(self.lease_seconds / 2 / self.timeout.total))
+        busy = frozenset(self._in_flight.values())
         claimed = await asyncio.to_thread(self.queue.claim, self.batch, self.lease_seconds,
-                                          frozenset(self._in_flight))
+                                          frozenset(self._in_flight), busy, per_webhook)
         topics = [d for d in claimed if d.channel == "topic"]
         await asyncio.gather(*(self.send_topic(d.team, d.alert_id.encode(), d.payload)
                                for d in topics))
@@ -105,7 +110,7 @@ class Deliverer:
             await asyncio.to_thread(self.queue.delivered, [d.id for d in topics])
         for delivery in claimed:
             if delivery.channel == "webhook":
-                self._in_flight.add(delivery.id)
+                self._in_flight[delivery.id] = delivery.subscription_id
                 self._queue_of(delivery.subscription_id).put_nowait(delivery)
         return len(claimed)
 
@@ -126,7 +131,7 @@ class Deliverer:
             except Exception:  # never lose the task: the lease hands it back later
                 log.exception("webhook delivery %d not recorded", delivery.id)
             finally:
-                self._in_flight.discard(delivery.id)
+                self._in_flight.pop(delivery.id, None)
                 queue.task_done()
 
     async def _post(self, delivery: Delivery) -> str | None:

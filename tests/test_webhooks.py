@@ -221,3 +221,30 @@ def test_a_restart_in_the_middle_of_retries_still_delivers(store: IncidentStore)
     rows = Outbox(store).list(book.list()[0].id)
     assert {(r.channel, r.status) for r in rows} == {("topic", "delivered"),
                                                     ("webhook", "delivered")}
+
+
+def test_a_worker_holds_no_more_webhooks_than_it_can_send_within_its_lease(
+        store: IncidentStore, silent_server: str) -> None:
+    """A hanging endpoint: each worker holds at most lease / 2 / timeout of its
+    deliveries and claims none more while busy, so nothing it holds outlives its lease
+    and a second worker never claims (and POSTs) the same delivery."""
+    book = SubscriptionBook(store)
+    book.create(SubscriptionIn(team="air", domains=["environment"],
+                               webhook_url=silent_server), actor="test")
+    store_alerts(store, [make_alert(i) for i in range(30)])
+
+    async def run() -> tuple[set[int], set[int], int]:
+        first = deliverer(store, Sent(), timeout=1.0, lease_seconds=20.0)
+        second = deliverer(store, Sent(), timeout=1.0, lease_seconds=20.0)
+        await first.run_once()
+        held_first = set(first._in_flight)
+        again = await first.run_once()  # busy: nothing more for this subscription
+        await second.run_once()
+        held_second = set(second._in_flight)
+        await first.close()
+        await second.close()
+        return held_first, held_second, again
+
+    held_first, held_second, again = asyncio.run(run())
+    assert len(held_first) == 10 and len(held_second) == 10  # 20 s / 2 / 1 s
+    assert again == 0 and not held_first & held_second

@@ -66,17 +66,27 @@ class Outbox:
         return len(rows)
 
     def claim(self, limit: int, lease_seconds: float, exclude: Collection[int],
-              ) -> list[Delivery]:
+              busy: Collection[str] = (), per_webhook: int = 10) -> list[Delivery]:
         """Pending deliveries that are due and not leased, leased for ``lease_seconds``
-        (a worker that dies holding them frees them when the lease ends)."""
+        (a worker that dies holding them frees them when the lease ends). Webhooks: at
+        most ``per_webhook`` per subscription, none for the ``busy`` ones (still sending
+        what they were given), so what a worker holds is sent well within its lease and
+        never claimed by a second worker meanwhile."""
         now = datetime.now(UTC)
         d = DeliveryRow
         free = or_(d.claimed_until.is_(None), d.claimed_until < now)
+        webhook_busy = (d.channel == "webhook") & d.subscription_id.in_(list(busy))
+        ranked = (select(d.id, d.channel, func.row_number().over(
+            partition_by=(d.subscription_id, d.channel), order_by=d.id).label("n"))
+            .where(d.status == "pending", d.next_attempt_at <= now, free,
+                   d.id.not_in(list(exclude)) if exclude else True,
+                   ~webhook_busy if busy else True)
+            .subquery())
         with self.store.engine.begin() as conn:
             ids = list(conn.execute(
-                select(d.id).where(d.status == "pending", d.next_attempt_at <= now, free,
-                                   d.id.not_in(list(exclude)) if exclude else True)
-                .order_by(d.id).limit(limit)).scalars())
+                select(ranked.c.id)
+                .where(or_(ranked.c.channel == "topic", ranked.c.n <= per_webhook))
+                .order_by(ranked.c.id).limit(limit)).scalars())
             if not ids:
                 return []
             # the lease is taken by a conditional update: of two workers claiming the
