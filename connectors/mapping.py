@@ -32,6 +32,8 @@ from citywatch.streams.envelope import (
     EnvelopeError,
     check_geometry,
     envelope_id,
+    has_surrogate,
+    replace_surrogates,
 )
 
 DEFAULT_NULLS = ("", "NA", "N/A", "NaN", "nan", "null", "None")
@@ -151,7 +153,7 @@ class FeedMapping(_Strict):
                 entity_id=(self.entity_id.const if isinstance(self.entity_id, Const)
                            else _text(record, self.entity_id)),
                 geometry=_geometry(record, self.geometry),
-                attributes=_attributes(record, self._converters))
+                attributes=_attributes(record, self._converters), origin=locator)
         except EnvelopeError as exc:
             raise exc.with_locator(locator) from None
 
@@ -166,6 +168,8 @@ def _text(record: dict[str, Any], field: str) -> str:
     value = _raw(record, field)
     if value is None or str(value).strip() == "":
         raise EnvelopeError("empty", field=field)
+    if has_surrogate(str(value)):
+        raise EnvelopeError("contains a lone surrogate (invalid Unicode)", field=field)
     return str(value).strip()
 
 
@@ -244,7 +248,7 @@ _FALSE = frozenset({"0", "false", "no", "n", "f"})
 def _converter(spec: AttributeMap) -> Any:
     """A function converting one raw value per ``spec`` (raises ValueError/TypeError)."""
     if spec.type == "str":
-        return str
+        return lambda value: replace_surrogates(str(value))
     if spec.type == "bool":
         def to_bool(value: Any) -> bool:
             text = str(value).strip().lower()

@@ -22,13 +22,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import msgspec
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 
 from citywatch.connectors.base import Source
 from citywatch.connectors.kafka_sink import KafkaSink, PumpReport
@@ -138,15 +139,45 @@ def _key_of(topic: str, value: bytes, source: str) -> str:
         return ""
 
 
+class BrokerUnavailable(RuntimeError):
+    """The broker did not answer the connector's topic or offset requests in time."""
+
+
+T = TypeVar("T")
+
+
+def _persisting(call: Callable[[], T], what: str, patience: float) -> T:
+    """``call()``, retried every second for ``patience`` seconds while the broker is
+    unreachable or answers with an error (it may be restarting); then
+    :class:`BrokerUnavailable`."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return call()
+        except KafkaError as exc:
+            if time.monotonic() >= deadline:
+                raise BrokerUnavailable(f"{what}: {type(exc).__name__} for "
+                                        f"{patience:.0f} s") from exc
+            time.sleep(1.0)
+
+
 def produce(source: Source, bootstrap: str, topics: TopicNames, *,
             checkpoint_path: Path | None = None, checkpoint_every: float = 1.0,
-            report: PumpReport | None = None, partitions: int = 1) -> PumpReport:
+            report: PumpReport | None = None, partitions: int = 1,
+            patience: float = 120.0) -> PumpReport:
     """Run ``source`` into Kafka; with ``checkpoint_path``, resume exactly once by id.
     The topics it writes are created (with ``partitions`` each) when missing; never
-    auto-created by the broker."""
+    auto-created by the broker. A broker that stops answering topic or offset requests
+    is waited for ``patience`` seconds, then :class:`BrokerUnavailable`."""
     report = report or PumpReport()
     watched = [*topics.raw_all, topics.deadletter]
-    with KafkaAdmin(bootstrap) as admin, KafkaSink(bootstrap, topics) as sink:
+
+    def recreate(lost: list[str]) -> None:
+        _persisting(lambda: admin.ensure_topics(lost, partitions),
+                    f"re-creating {', '.join(lost)}", patience)
+
+    with KafkaAdmin(bootstrap) as admin, KafkaSink(bootstrap, topics,
+                                                   recreate=recreate) as sink:
         admin.ensure_topics(watched, partitions)
         skip: set[str] = set()
         if checkpoint_path is not None and (saved := Checkpoint.load(checkpoint_path)):
@@ -158,7 +189,9 @@ def produce(source: Source, bootstrap: str, topics: TopicNames, *,
             sink.flush()
             state = source.checkpoint()
             if checkpoint_path is not None:
-                Checkpoint(state, _ends(admin, watched)).save(checkpoint_path)
+                ends = _persisting(lambda: _ends(admin, watched), "reading end offsets",
+                                   patience)
+                Checkpoint(state, ends).save(checkpoint_path)
 
         last = time.monotonic()
         try:

@@ -86,6 +86,9 @@ class ZoneLayer:
         if name_field not in frame.columns:
             raise ZoneLayerError(f"{path}: no '{name_field}' property (have: "
                                  f"{', '.join(c for c in frame.columns if c != 'geometry')})")
+        if id_field and id_field not in frame.columns:
+            raise ZoneLayerError(f"{path}: no '{id_field}' property for id_field (have: "
+                                 f"{', '.join(c for c in frame.columns if c != 'geometry')})")
         if frame.crs is None:
             log.warning("%s has no CRS; assuming EPSG:4326", path)
             frame = frame.set_crs(4326)

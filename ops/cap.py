@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -152,8 +153,24 @@ class CapWriter:
         return document
 
 
+def xml_safe(text: str) -> str:
+    r"""``text`` with every character XML 1.0 cannot carry (C0 controls other than tab,
+    newline and carriage return; lone surrogates; U+FFFE and U+FFFF) replaced by U+FFFD,
+    the Unicode replacement character, so a reader sees that something was there.
+    XML 1.0 has no escape for them: ``&#1;`` is as invalid as the character itself.
+
+    Example:
+        >>> xml_safe("Bay\x0b\x01 Area \ud800") == "Bay\ufffd\ufffd Area \ufffd"
+        True
+    """
+    return _NOT_XML.sub("\ufffd", text)
+
+
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
 def _sub(parent: etree._Element, tag: str, text: str | None = None) -> etree._Element:
     element = etree.SubElement(parent, f"{{{CAP_NS}}}{tag}")
     if text is not None:
-        element.text = text
+        element.text = xml_safe(text)
     return element

@@ -15,10 +15,11 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
-from citywatch.streams.settings import StreamSettings
+from citywatch.streams.settings import CommaList, StreamSettings
 
 DEMO_DIR = Path(__file__).parent / "demo"
 
@@ -32,7 +33,26 @@ class Settings(StreamSettings):
                              description="Rule set (YAML) with its zone layers.")
     cap_sender: str = Field(default="citywatch@city.example", pattern=r"^[^\s,<&]+$",
                             description="CAP <sender> of exported alerts.")
+    rules_approval: Literal["auto", "required", "off"] = Field(
+        default="auto", description="Two-person approval of rule changes: 'required', "
+                                    "'off', or 'auto' (required once more than one admin "
+                                    "token exists).")
     api_host: str = Field(default="127.0.0.1", description="API bind address.")
     api_port: int = Field(default=8080, ge=1, le=65535, description="API port.")
     stream_poll_seconds: float = Field(default=1.0, gt=0,
                                        description="How often /stream looks for changes.")
+    api_max_body_bytes: int = Field(default=1_000_000, ge=1024,
+                                    description="Largest request body the API reads (413).")
+    api_max_rules_bytes: int = Field(
+        default=20_000_000, ge=1024, description="Largest rule proposal (with its zone "
+                                                 "files) the API reads (413).")
+    api_max_url_bytes: int = Field(default=8192, ge=256,
+                                   description="Longest URL the API accepts (414).")
+    api_max_header_bytes: int = Field(default=32768, ge=1024,
+                                      description="Largest request head the API accepts (431).")
+    api_auth_failures_per_minute: int = Field(
+        default=20, ge=1, description="Failed authentications per client address and minute "
+                                      "before the API answers 429.")
+    api_cors_origins: CommaList = Field(
+        default=[], description="Origins allowed cross-origin requests (comma-separated); "
+                                "none by default.")

@@ -16,18 +16,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
-
 from citywatch.forecasts.grid import ForecastBook
 from citywatch.ops.settings import Settings
 from citywatch.ops.store.forecast_models import ModelRegistry
+from citywatch.ops.store.outage import OUTAGE_ERRORS, store_outage
 from citywatch.ops.store.outbox import Outbox
-from citywatch.ops.store.rulesets import RuleSetBook
+from citywatch.ops.store.rulesets import AppliedRuleSet, RuleSetBook
 from citywatch.ops.store.store import IncidentStore
 from citywatch.rules.engine import RuleEngine
 from citywatch.rules.loader import load_ruleset
@@ -50,43 +50,95 @@ def warn_split_zone_state(ruleset: RuleSet, partitions: int) -> None:
 
 
 class StoreRuleSource:
-    """Rule engines for the rule set applied in the store (or the configured file when
-    none was applied yet).
+    """Rule engines for the rule set version in force in the store (or the configured
+    file when none was applied yet), loaded from the store alone: the version's layer
+    files are written into ``cache_dir``.
+
+    A version that cannot load here never replaces the one running: the worker logs one
+    line, remembers it (:attr:`refused`, :attr:`problem`) and keeps its engine. A worker
+    that starts while the version in force cannot load starts on the newest earlier
+    version that does, and says so.
 
     Example:
         >>> store = IncidentStore("sqlite://")
         >>> store.create_schema()
         >>> from citywatch.ops.settings import DEMO_DIR
+        >>> import tempfile
         >>> source = StoreRuleSource(RuleSetBook(store), DEMO_DIR / "rules.yaml",
-        ...                          ForecastBook(), partitions=1)
+        ...                          ForecastBook(), partitions=1,
+        ...                          cache_dir=Path(tempfile.mkdtemp()))
         >>> source.newer(source.load(ChangelogState()).version, ChangelogState()) is None
         True
     """
 
     def __init__(self, book: RuleSetBook, rules_path: Path, forecasts: ForecastBook, *,
-                 partitions: int) -> None:
+                 partitions: int, cache_dir: Path) -> None:
         self.book = book
         self.rules_path = rules_path
         self.forecasts = forecasts
         self.partitions = partitions
+        self.cache_dir = cache_dir
+        self.loaded: str | None = None
+        self.refused: dict[str, str] = {}
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    @property
+    def problem(self) -> str | None:
+        """Why the version in force is not the one running, if it is not."""
+        return "; ".join(f"{version}: {reason}"
+                         for version, reason in self.refused.items()) or None
 
     def _engine(self, ruleset: RuleSet, state: ChangelogState) -> RuleEngine:
         engine = RuleEngine.from_ruleset(ruleset, state, self.forecasts)
         warn_split_zone_state(ruleset, self.partitions)
         return engine
 
+    def _try(self, applied: AppliedRuleSet, state: ChangelogState) -> RuleEngine | None:
+        """An engine for ``applied``, or None (remembered, logged once) when it cannot
+        load here; store outages propagate as SinkUnavailable."""
+        try:
+            with outage_is_unavailable():
+                ruleset = self.book.materialise(applied, self.cache_dir)
+            engine = self._engine(ruleset, state)
+        except SinkUnavailable:
+            raise
+        except Exception as exc:  # whatever it is, this version cannot run here
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            self.refused[applied.version] = reason
+            log.warning("rule set %s (applied by %s) cannot load here: %s", applied.version,
+                        applied.applied_by, reason)
+            return None
+        self.loaded = applied.version
+        return engine
+
     def load(self, state: ChangelogState) -> RuleEngine:
-        applied = self.book.current()
-        ruleset = applied.parse() if applied else load_ruleset(self.rules_path)
-        return self._engine(ruleset, state)
+        history = self.book.history()
+        for applied in history:
+            engine = self._try(applied, state)
+            if engine is not None:
+                if applied is not history[0]:
+                    log.warning("running rule set %s: the version in force, %s, cannot "
+                                "load here", applied.version, history[0].version)
+                log.warning("running rule set %s from the store (applied by %s); the "
+                            "configured file %s is used only until a rule set is applied",
+                            applied.version, applied.applied_by, self.rules_path)
+                return engine
+        if history:
+            log.warning("no applied rule set loads here; running the configured file %s",
+                        self.rules_path)
+        return self._engine(load_ruleset(self.rules_path), state)
 
     def newer(self, current: str, state: ChangelogState) -> RuleEngine | None:
         with outage_is_unavailable():
+            self.book.heartbeat(self.worker, current, self.problem)
             applied = self.book.current()
-        if applied is None or applied.version == current:
+        if applied is None or applied.version in (self.loaded, current) \
+                or applied.version in self.refused:
             return None
-        log.warning("rule set %s applied by %s", applied.version, applied.applied_by)
-        return self._engine(applied.parse(), state)
+        engine = self._try(applied, state)
+        if engine is not None:
+            log.warning("rule set %s applied by %s", applied.version, applied.applied_by)
+        return engine
 
 
 class RegistryModelSource:
@@ -139,17 +191,11 @@ def outage_is_unavailable() -> Iterator[None]:
     raised inside become :class:`~citywatch.streams.worker.SinkUnavailable`."""
     try:
         yield
-    except (OperationalError, InterfaceError, SQLAlchemyTimeoutError) as exc:
-        raise SinkUnavailable(_first_line(exc)) from exc
-    except DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise SinkUnavailable(_first_line(exc)) from exc
-        raise
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    except OUTAGE_ERRORS as exc:
+        reason = store_outage(exc)
+        if reason is None:
+            raise
+        raise SinkUnavailable(reason) from exc
 
 
 def build_pipeline(settings: Settings, bootstrap: str | None = None) -> Pipeline:
@@ -161,7 +207,8 @@ def build_pipeline(settings: Settings, bootstrap: str | None = None) -> Pipeline
     store.create_schema()
     forecasts = ForecastBook()
     rules = StoreRuleSource(RuleSetBook(store), settings.rules_path, forecasts,
-                            partitions=settings.topic_partitions)
+                            partitions=settings.topic_partitions,
+                            cache_dir=settings.data_dir / "rulesets")
     models = RegistryModelSource(ModelRegistry(store), forecasts)
     outbox = Outbox(store)
     return Pipeline(settings, bootstrap, rules=rules, models=models,

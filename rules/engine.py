@@ -410,7 +410,8 @@ class RuleEngine:
         return [self._alert(rule, frame, o.index, raised_at, o,
                             keys[id(o)] if template is not None else None)
                 if o.index >= 0 else self._group_alert(rule, o, raised_at, keys[id(o)]
-                                                       if template is not None else None)
+                                                       if template is not None else None,
+                                                       frame)
                 for o in passed]
 
     def _render_key(self, rule: Rule, frame: EventFrame, i: int, template: str,
@@ -583,13 +584,17 @@ class RuleEngine:
             event=rule.alert.event or rule.description or rule.id,
             message=_render(rule.alert.message, values),
             entity_id=event.entity_id, event_time=event.time, raised_at=raised_at,
-            source_event_ids=sources, zone_layer=layer_name,
+            source_event_ids=sources, source_origins=frame.origins_of(
+                sources, outcome.origins if outcome is not None else None),
+            evaluation={k: v for k, v in outcome.values.items()
+                        if isinstance(v, str | int | float | bool)} if outcome else {},
+            zone_layer=layer_name,
             zone_id=zone_id, zone_name=zone_name, geometry=event.geometry,
             attributes=event.attributes, area_circle=circle,
             model_id=model[0] if model else None, model_version=model[1] if model else None)
 
     def _group_alert(self, rule: Rule, outcome: Outcome, raised_at: datetime,
-                     dedupe: str | None) -> Alert:
+                     dedupe: str | None, frame: EventFrame | None = None) -> Alert:
         """An alert about a group (closed window, silent sensor, correlation)."""
         version = self._versions[rule.id]
         event_time = datetime.fromtimestamp(outcome.time, UTC)
@@ -611,6 +616,8 @@ class RuleEngine:
             message=_render(rule.alert.message, values), entity_id=outcome.group,
             event_time=event_time, raised_at=raised_at,
             source_event_ids=outcome.source_ids,
+            source_origins=frame.origins_of(outcome.source_ids, outcome.origins)
+            if frame is not None else [outcome.origins.get(e, "") for e in outcome.source_ids],
             zone_layer=rule.incident_layer if zone_id else None, zone_id=zone_id,
             zone_name=zone_name, geometry=outcome.geometry, attributes=attributes)
 

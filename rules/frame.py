@@ -61,6 +61,23 @@ class EventFrame:
         one per event."""
         return values[self.place]
 
+    def origin(self, i: int) -> str:
+        """Where row ``i`` came from: the connector's locator (``file.csv:17``) and the
+        raw ``topic/partition@offset`` ingest read it at, when known ("" otherwise)."""
+        columns = self.columns
+        parts = []
+        if columns.record_origins and columns.record_origins[i]:
+            parts.append(columns.record_origins[i])
+        if columns.origins and columns.origins[i]:
+            parts.append(f"{columns.origins[i]}@{columns.offsets[i]}")
+        return " ".join(parts)
+
+    def origins_of(self, ids: list[str], known: dict[str, str] | None = None) -> list[str]:
+        """The origin of each of ``ids`` (``known`` first, then rows of this frame)."""
+        index = self.cached("id_index", lambda: {e: n for n, e in enumerate(self.ids)})
+        known = known or {}
+        return [known.get(e) or (self.origin(index[e]) if e in index else "") for e in ids]
+
     def event(self, i: int) -> Envelope:
         """Row ``i`` as an envelope (decoded once, on demand)."""
         event = self._events[i]

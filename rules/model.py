@@ -18,8 +18,18 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from citywatch.rules.templates import template_problems
 from citywatch.streams.envelope import Domain
 from citywatch.streams.vocabulary import Category, Certainty, Severity, Urgency
 
@@ -313,6 +323,14 @@ class AlertSpec(_Strict):
     until_clear: bool = False
     clear_when: Condition | None = None
 
+    @field_validator("message")
+    @classmethod
+    def _safe_template(cls, value: str) -> str:
+        problems = template_problems(value, None)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
 
 class Rule(_Strict):
     """One rule: which events it looks at, the condition, and the alert it raises."""
@@ -408,30 +426,59 @@ class RuleSet(_Strict):
     sites: list[SiteLayerSpec] = []
     rules: list[Rule]
 
+    _digests: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def with_layer_digests(self, digests: dict[str, str]) -> RuleSet:
+        """This rule set, its version covering the layer files' content (``digests``:
+        ``zones:<layer>`` / ``sites:<layer>`` → SHA-256 of the file)."""
+        copy = self.model_copy()
+        copy._digests = dict(digests)
+        return copy
+
+    @property
+    def layer_digests(self) -> dict[str, str]:
+        return dict(self._digests)
+
     @property
     def version(self) -> str:
-        """Hash of the whole normalised rule set."""
+        """Hash of the whole normalised rule set and of its layer files' content (when
+        the loader read them; their file names otherwise)."""
         canonical = json.dumps(self.model_dump(mode="json", exclude={"zones", "sites"}),
                                sort_keys=True, separators=(",", ":"))
-        layers = json.dumps([[z.layer, z.path.name] for z in self.zones]
-                            + [[s.layer, s.path.name] for s in self.sites])
+        layers = json.dumps(
+            [[z.layer, self._digests.get(f"zones:{z.layer}", z.path.name)] for z in self.zones]
+            + [[s.layer, self._digests.get(f"sites:{s.layer}", s.path.name)]
+               for s in self.sites])
         return hashlib.sha256((canonical + layers).encode()).hexdigest()[:12]
 
     @model_validator(mode="after")
-    def _references(self) -> RuleSet:
-        ids = [r.id for r in self.rules]
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
-        if dupes:
-            raise ValueError(f"duplicate rule id(s): {', '.join(dupes)}")
+    def _references(self, info: ValidationInfo) -> RuleSet:
+        if (info.context or {}).get("references") == "located":
+            return self  # the loader reports them where they are used
+        problems = [message for _, message in self.reference_problems()]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def reference_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """(where it is used, what is wrong) for every duplicate rule id and every layer
+        a rule uses but the set does not declare."""
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        seen: set[str] = set()
         layers = {z.layer for z in self.zones}
         sites = {s.layer for s in self.sites}
-        for rule in self.rules:
+        for number, rule in enumerate(self.rules):
+            if rule.id in seen:
+                problems.append((("rules", number, "id"), f"duplicate rule id '{rule.id}'"))
+            seen.add(rule.id)
             for layer in [*rule.zone_layers(), *filter(None, [rule.alert.zone_layer])]:
                 if layer not in layers:
-                    raise ValueError(f"rule '{rule.id}' uses unknown zone layer '{layer}' "
-                                     f"(declared: {', '.join(sorted(layers)) or 'none'})")
+                    problems.append((("rules", number), f"rule '{rule.id}' uses unknown zone "
+                                     f"layer '{layer}' (declared: "
+                                     f"{', '.join(sorted(layers)) or 'none'})"))
             for layer in rule.site_layers():
                 if layer not in sites:
-                    raise ValueError(f"rule '{rule.id}' uses unknown site layer '{layer}' "
-                                     f"(declared: {', '.join(sorted(sites)) or 'none'})")
-        return self
+                    problems.append((("rules", number), f"rule '{rule.id}' uses unknown site "
+                                     f"layer '{layer}' (declared: "
+                                     f"{', '.join(sorted(sites)) or 'none'})"))
+        return problems

@@ -45,6 +45,10 @@ COMPARE: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
+ORIGINS_KEPT = 3
+"""Origins (file:line, topic position) a window keeps for its first source events."""
+
+
 @dataclass(slots=True)
 class Outcome:
     """Whether a stateful condition held for a group at ``time`` (epoch seconds).
@@ -66,6 +70,7 @@ class Outcome:
     model: tuple[str, str] | None = None  # (model id, version) of a forecast rule
     urgency: str | None = None  # CAP urgency/certainty decided by the outcome
     certainty: str | None = None
+    origins: dict[str, str] = field(default_factory=dict)  # source id -> where it came from
 
 
 @dataclass(slots=True)
@@ -187,6 +192,10 @@ def run_window(cond: Window, ctx: Context, rows: list[int],
                     if cond.aggregate == "p95":
                         acc[4].append(v)
                 acc[5].append(frame.ids[i])
+                if len(acc) < 7:
+                    acc.append({})
+                if len(acc[6]) < ORIGINS_KEPT:
+                    acc[6][frame.ids[i]] = frame.origin(i)
             if zone_col is None:
                 st["g"] = frame.event(i).geometry
             st["wm"] = t if wm is None else max(wm, t)
@@ -219,9 +228,11 @@ def close_windows(cond: Window, st: dict[str, Any], group: str,
         shown = round(agg, 2) if not math.isnan(agg) else agg
         out.append(Outcome(
             time=end, hit=hit, group=name, window=f"{iso(start)}/{cond.size:g}",
-            values={cond.attribute: shown, "value": shown, "aggregate": cond.aggregate,
-                    "count": count, "window_start": iso(start), "window_end": iso(end)},
-            source_ids=list(acc[5]), geometry=st["g"], zone=zone))
+            values={"aggregate": cond.aggregate, "attribute": cond.attribute,
+                    "value": shown, "count": count, "window_start": iso(start),
+                    "window_end": iso(end)},
+            source_ids=list(acc[5]), geometry=st["g"], zone=zone,
+            origins=dict(acc[6]) if len(acc) > 6 else {}))
     return out
 
 

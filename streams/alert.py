@@ -48,6 +48,8 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
     area_circle: tuple[float, float, float] | None = None  # lon, lat, radius m (proximity)
     model_id: str | None = None
     model_version: str | None = None
+    source_origins: list[str] = []  # where each source event came from, "" if unknown
+    evaluation: dict[str, AttributeValue] = {}  # what a stateful or forecast rule computed
 
 
 _encoder = msgspec.json.Encoder()

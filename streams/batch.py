@@ -71,6 +71,7 @@ class ColumnFrame(msgspec.Struct, frozen=True, gc=False, array_like=True):
     envelopes: list[bytes]  # each envelope's JSON
     origins: list[str] = []
     offsets: list[int] = []
+    record_origins: list[str | None] = []  # each envelope's origin (file:line, ...)
 
     @property
     def size(self) -> int:
@@ -128,7 +129,7 @@ def build_frame(events: Sequence[Envelope], raws: Sequence[bytes] | None = None,
         times=times.tobytes(), lons=coords[:, 0].tobytes(), lats=coords[:, 1].tobytes(),
         numbers={k: v.tobytes() for k, v in numbers.items()}, texts=texts,
         envelopes=list(raws), origins=list(origins),
-        offsets=list(offsets))
+        offsets=list(offsets), record_origins=[e.origin for e in events])
 
 
 _encoder = msgspec.msgpack.Encoder()

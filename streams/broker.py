@@ -10,9 +10,13 @@ Example:
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -68,6 +72,24 @@ def wait_for_metadata(bootstrap: str, timeout: float = 20.0) -> None:
     raise BrokerStartError(f"no Kafka metadata from {bootstrap} in {timeout}s: {last_error}")
 
 
+def port_taken(port: int) -> bool:
+    """Whether something already listens on ``127.0.0.1:port``."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is free
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _die_with_parent() -> None:
+    """Runs in the child between fork and exec: SIGTERM it when its parent dies. Linux
+    sends it when the *thread* that started the child ends, so it is only asked for from
+    the main thread (a broker restarted from a helper thread must outlive the thread)."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class EmbeddedBroker:
     """The Tansu broker as a child process, memory-only, bound to 127.0.0.1.
 
@@ -103,14 +125,21 @@ class EmbeddedBroker:
         return self.wait_ready(timeout)
 
     def start_process(self) -> None:
-        """Start the broker process only (see :meth:`wait_ready`)."""
+        """Start the broker process only (see :meth:`wait_ready`); raises
+        :class:`BrokerStartError` at once when the port is taken. The process is
+        asked to die with this one (Linux), so no broker outlives its owner."""
+        if port_taken(self.port):
+            raise BrokerStartError(f"port {self.port} on 127.0.0.1 is already in use; "
+                                   "choose another with --port")
         url = f"tcp://127.0.0.1:{self.port}"
         advertised = f"tcp://127.0.0.1:{self.advertised_port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self._process = subprocess.Popen(
             [str(broker_binary()), "broker", "--listener-url", url,
              "--advertised-listener-url", advertised, "--storage-engine", "memory://tansu/"],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if sys.platform == "linux"
+            and threading.current_thread() is threading.main_thread() else None)
 
     def wait_ready(self, timeout: float = 20.0) -> EmbeddedBroker:
         """Wait until the started broker answers Kafka metadata."""

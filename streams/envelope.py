@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -71,6 +72,8 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         geometry: a GeoJSON geometry (usually a Point) or ``None`` when the source has none.
         entity_id: the sensor, station, business or event the record is about.
         attributes: the measured values, flat.
+        origin: where the connector read the record (``file.csv:17``, a URL, an MQTT
+            topic), for lineage; not part of the id.
         schema_version: envelope schema version.
 
     Field types and time zones are checked by msgspec when decoding; geometry and
@@ -87,6 +90,7 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     entity_id: NonEmpty
     geometry: dict[str, Any] | None = None
     attributes: dict[str, AttributeValue] = {}
+    origin: str | None = None
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -207,15 +211,25 @@ def make_envelope(
     geometry: dict[str, Any] | None = None,
     attributes: dict[str, AttributeValue] | None = None,
     received_at: datetime | None = None,
+    origin: str | None = None,
 ) -> Envelope:
-    """Build and validate an envelope; raises :class:`EnvelopeError` naming the field."""
+    """Build and validate an envelope; raises :class:`EnvelopeError` naming the field.
+    Lone surrogates (invalid Unicode, e.g. from a JSON ``"\\ud800"`` escape) cannot be
+    encoded: in text attributes each becomes U+FFFD; in an identifying field the record
+    is refused."""
     if domain not in DOMAINS:
         raise EnvelopeError(f"{domain!r} is not one of {', '.join(DOMAINS)}", field="domain")
     if time.tzinfo is None:
         raise EnvelopeError("must be timezone-aware", field="time")
-    for name, value in (("source", source), ("kind", kind), ("entity_id", entity_id)):
-        if not value:
+    for name, value in (("source", source), ("kind", kind), ("entity_id", entity_id),
+                        ("source_record_id", source_record_id)):
+        if not value and name != "source_record_id":
             raise EnvelopeError("must not be empty", field=name)
+        if has_surrogate(value):
+            raise EnvelopeError("contains a lone surrogate (invalid Unicode)", field=name)
+    if attributes:
+        attributes = {key: replace_surrogates(value) if isinstance(value, str) else value
+                      for key, value in attributes.items()}
     return validate_envelope(Envelope(
         id=envelope_id(source, source_record_id),
         source=source,
@@ -226,9 +240,21 @@ def make_envelope(
         entity_id=entity_id,
         geometry=geometry,
         attributes=attributes or {},
+        origin=origin,
     ))
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def has_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate (which no encoder can write)."""
+    return not text.isascii() and _SURROGATE.search(text) is not None
+
+
+def replace_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text) if has_surrogate(text) else text
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Envelope)
 

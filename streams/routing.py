@@ -10,7 +10,10 @@ after the last attempt the delivery is marked failed and handed to ``dead_letter
 Each subscription's webhooks go through their own queue and task, with a timeout per
 request: an endpoint that hangs delays only its own deliveries. Webhook requests carry
 ``X-Citywatch-Delivery`` (the delivery id) so a receiver can drop the rare repeat after
-a worker died between a POST and recording it.
+a worker died between a POST and recording it. Destinations are checked against a
+:class:`~citywatch.streams.webhook_policy.WebhookPolicy` when connecting (resolved
+addresses) and on every redirect (``307``/``308`` followed, at most 5; other redirects
+are failures): a refused destination fails at once, without retries.
 
 Example:
     >>> deliverer = Deliverer(outbox, send_topic, dead_letter,            # doctest: +SKIP
@@ -27,8 +30,12 @@ from typing import Literal, Protocol
 
 import aiohttp
 import msgspec
+from yarl import URL
+
+from citywatch.streams.webhook_policy import GuardedResolver, RefusedDestination, WebhookPolicy
 
 log = logging.getLogger(__name__)
+MAX_REDIRECTS = 5
 
 
 class Delivery(msgspec.Struct, frozen=True):
@@ -78,8 +85,10 @@ class Deliverer:
 
     def __init__(self, queue: DeliveryQueue, send_topic: SendTopic, dead_letter: DeadLetter,
                  *, timeout: float, max_attempts: int, backoff: float = 0.5,
-                 lease_seconds: float = 120.0, batch: int = 500) -> None:
+                 lease_seconds: float = 120.0, batch: int = 500,
+                 policy: WebhookPolicy | None = None) -> None:
         self.queue = queue
+        self.policy = policy or WebhookPolicy()
         self.send_topic = send_topic
         self.dead_letter = dead_letter
         self.timeout = aiohttp.ClientTimeout(total=timeout)
@@ -126,40 +135,60 @@ class Deliverer:
         while True:
             delivery = await queue.get()
             try:
-                error = await self._post(delivery)
-                await self._record(delivery, error)
+                error, permanent = await self._post(delivery)
+                await self._record(delivery, error, permanent)
             except Exception:  # never lose the task: the lease hands it back later
                 log.exception("webhook delivery %d not recorded", delivery.id)
             finally:
                 self._in_flight.pop(delivery.id, None)
                 queue.task_done()
 
-    async def _post(self, delivery: Delivery) -> str | None:
-        """One attempt; the error, or None when the endpoint took it."""
+    async def _post(self, delivery: Delivery) -> tuple[str | None, bool]:
+        """One attempt: (the error or None when the endpoint took it, whether the error
+        is permanent so retrying is pointless)."""
         if delivery.url is None:
-            return "the subscription has no webhook any more"
+            return "the subscription has no webhook any more", True
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self.timeout)
+            self._session = aiohttp.ClientSession(
+                timeout=self.timeout,
+                connector=aiohttp.TCPConnector(resolver=GuardedResolver(self.policy)))
         headers = {"Content-Type": "application/json",
                    "X-Citywatch-Delivery": str(delivery.id),
                    "X-Citywatch-Alert": delivery.alert_id}
+        url = delivery.url
         try:
-            async with self._session.post(delivery.url, data=delivery.payload,
-                                          headers=headers) as response:
-                if 200 <= response.status < 300:
-                    return None
-                return f"HTTP {response.status}"
+            for _ in range(MAX_REDIRECTS + 1):
+                refused = self.policy.check_url(url)
+                if refused is not None:
+                    return f"{url}: {refused}", True
+                async with self._session.post(url, data=delivery.payload, headers=headers,
+                                              allow_redirects=False) as response:
+                    if 200 <= response.status < 300:
+                        return None, False
+                    location = response.headers.get("Location")
+                    if response.status not in (307, 308) or not location:
+                        return f"HTTP {response.status}", False
+                    url = str(response.url.join(URL(location)))
+            return f"more than {MAX_REDIRECTS} redirects", False
+        except RefusedDestination as exc:
+            return str(exc), True
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, RefusedDestination):
+                return str(exc.os_error), True
+            return f"{type(exc).__name__}: {exc}", False
         except (aiohttp.ClientError, TimeoutError) as exc:
-            return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            return (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+                    False)
 
-    async def _record(self, delivery: Delivery, error: str | None) -> None:
+    async def _record(self, delivery: Delivery, error: str | None,
+                      permanent: bool = False) -> None:
         if error is None:
             self.delivered[delivery.subscription_id] = (
                 self.delivered.get(delivery.subscription_id, 0) + 1)
             await asyncio.to_thread(self.queue.delivered, [delivery.id])
             return
         attempt = delivery.attempts + 1
-        final = attempt >= self.max_attempts or delivery.url is None
+        final = attempt >= self.max_attempts or permanent
         retry_in = None if final else self.backoff * 2 ** delivery.attempts
         await asyncio.to_thread(self.queue.attempt_failed, delivery, error, retry_in)
         if final:

@@ -16,11 +16,21 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from citywatch.streams.topics import TopicNames
+
+
+def _split_commas(value: object) -> object:
+    return [v.strip() for v in value.split(",") if v.strip()] if isinstance(
+        value, str) else value
+
+
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
+"""A list setting given in the environment as ``a,b,c``."""
 
 
 class StreamSettings(BaseSettings):
@@ -82,6 +92,9 @@ class StreamSettings(BaseSettings):
     webhook_backoff_seconds: float = Field(
         default=1.0, gt=0, description="Wait before the second webhook attempt; doubles "
                                        "for each further attempt.")
+    webhook_allow: CommaList = Field(
+        default=[], description="Webhook hosts, addresses or CIDR blocks allowed although "
+                                "private, loopback or plain http (comma-separated).")
     delivery_poll_seconds: float = Field(
         default=0.5, gt=0, description="How often a worker sends what the delivery outbox "
                                        "owes teams (topics and webhooks).")
@@ -102,6 +115,8 @@ class StreamSettings(BaseSettings):
         """These settings as ``CITYWATCH_*`` variables, to hand to a child process."""
         env: dict[str, str] = {}
         for name, value in self.model_dump().items():
-            if value is not None:
+            if isinstance(value, list):
+                env[f"CITYWATCH_{name.upper()}"] = ",".join(map(str, value))
+            elif value is not None:
                 env[f"CITYWATCH_{name.upper()}"] = str(value)
         return env

@@ -26,13 +26,20 @@ from citywatch.streams.vocabulary import SEVERITY_RANK, Category, Severity
 TEAM_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 
-def _no_nul(value: str) -> str:
+MAX_ZONES = 1000
+
+
+def _clean(value: str) -> str:
+    """Refuse what no store or XML export can carry: NUL and lone surrogates."""
     if "\x00" in value:
         raise ValueError("NUL characters are not allowed")
+    if any("\ud800" <= c <= "\udfff" for c in value):
+        raise ValueError("lone surrogates (invalid Unicode) are not allowed")
     return value
 
 
-CleanText = Annotated[str, AfterValidator(_no_nul)]
+CleanText = Annotated[str, AfterValidator(_clean)]
+ZoneRef = Annotated[CleanText, Field(min_length=1, max_length=200)]
 
 
 class SubscriptionFilter(BaseModel):
@@ -40,9 +47,10 @@ class SubscriptionFilter(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    zones: list[CleanText] = Field(default=[], description="zone ids or names")
-    domains: list[Domain] = []
-    categories: list[Category] = []
+    zones: list[ZoneRef] = Field(default=[], max_length=MAX_ZONES,
+                                 description="zone ids or names")
+    domains: list[Domain] = Field(default=[], max_length=10)
+    categories: list[Category] = Field(default=[], max_length=20)
     min_severity: Severity = "Unknown"
 
     def matches(self, *, domain: str, category: str, severity: str, zone_id: str | None,

@@ -36,6 +36,7 @@ from citywatch.streams.kafka_admin import KafkaAdmin, ensure_topics
 from citywatch.streams.routing import Deliverer, Delivery, DeliveryQueue
 from citywatch.streams.rule_state import ChangelogState, encode_writes
 from citywatch.streams.settings import StreamSettings
+from citywatch.streams.webhook_policy import WebhookPolicy
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +197,8 @@ class Pipeline:
         self.deliverer = Deliverer(deliveries, self._send_team, self._dead_letter_delivery,
                                    timeout=settings.webhook_timeout_seconds,
                                    max_attempts=settings.webhook_max_attempts,
-                                   backoff=settings.webhook_backoff_seconds)
+                                   backoff=settings.webhook_backoff_seconds,
+                                   policy=WebhookPolicy(settings.webhook_allow))
         self.ingest = RawIngest(settings, self.bootstrap)
         topics = settings.topics
         self.events_topic = self.app.topic(topics.events, value_serializer="raw",

@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -70,7 +71,8 @@ def settings(broker: str, database_url: str, tmp_path: Path) -> Settings:
     """Settings isolated per test: own topic prefix, app id, store and state dir."""
     tag = uuid.uuid4().hex[:8]
     return Settings(kafka_bootstrap=broker, topic_prefix=f"t{tag}.", app_id=f"cw-{tag}",
-                    database_url=database_url, data_dir=tmp_path / "state")
+                    database_url=database_url, data_dir=tmp_path / "state",
+                    webhook_allow=["127.0.0.1"])
 
 
 @pytest.fixture(scope="session")
@@ -80,3 +82,32 @@ def epa_year(shared_data: Path) -> list[Envelope]:
     path = shared_data / "air_quality/epa_aqs_pm25_daily_nyc_metro_2022.csv"
     events = [e for e in FileSource(feed, path=path).run() if isinstance(e, Envelope)]
     return sorted(events, key=lambda e: e.time)
+
+
+@pytest.fixture
+def api(store: IncidentStore, tmp_path: Path) -> Iterator[tuple[Any, dict[str, dict]]]:
+    """The responder API in-process over ``store`` holding four alerts (three incidents),
+    and an ``Authorization`` header per role; 127.0.0.1 is on the webhook allow-list."""
+    import warnings
+
+    from factories import make_alert
+
+    from citywatch.ops.store.tokens import ROLES, TokenBook
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+        from citywatch.ops.api.app import create_api
+    store.add_alerts([make_alert(1, zone="Bronx", severity="Severe"),
+                      make_alert(2, zone="Bronx"),
+                      make_alert(3, zone="Queens", lon=-73.8, lat=40.7),
+                      make_alert(4, zone=None, domain="traffic", category="Transport",
+                                 rule="i94-heavy", lon=-93.17, lat=44.96)])
+    book = TokenBook(store)
+    headers = {role: {"Authorization": f"Bearer {book.issue(role + '-user', role)}"}
+               for role in ROLES}
+    app = create_api(Settings(database_url=store.url, data_dir=tmp_path,
+                              webhook_allow=["127.0.0.1"]), store)
+    with TestClient(app) as client:
+        yield client, headers

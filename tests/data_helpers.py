@@ -83,3 +83,29 @@ def split_csv(path: Path, cuts: list[int]) -> list[Path]:
         part.write_text(lines[0] + "".join(lines[a:b]))
         parts.append(part)
     return parts
+
+
+def pm25_borough_rules(folder: Path, threshold: float, *, rule_id: str = "pm25-nyc",
+                       ) -> Path:
+    """A rule file with its own copy of the NYC borough zones, as an analyst writes it:
+    daily PM2.5 above ``threshold`` in a borough."""
+    import shutil
+
+    import yaml
+
+    from citywatch.ops.settings import DEMO_DIR
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(DEMO_DIR / "zones/new-york-city-boroughs.geojson",
+                folder / "boroughs.geojson")
+    path = folder / f"rules-{threshold:g}.yaml"
+    path.write_text(yaml.safe_dump({
+        "zones": [{"layer": "boroughs", "path": "boroughs.geojson"}],
+        "rules": [{"id": rule_id, "domain": "environment",
+                   "condition": {"type": "all", "conditions": [
+                       {"type": "threshold", "attribute": "pm25", "op": ">",
+                        "value": threshold},
+                       {"type": "in_zone", "layer": "boroughs"}]},
+                   "alert": {"severity": "Minor", "category": "Health",
+                             "message": "PM2.5 {pm25} in {zone}"}}]}))
+    return path

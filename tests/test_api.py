@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from factories import make_alert
@@ -16,31 +14,13 @@ from lxml import etree
 from sqlalchemy import select
 
 from citywatch.ops.cap import CAP_NS, CapWriter
-from citywatch.ops.settings import Settings
 from citywatch.ops.store.schema import IncidentRow
 from citywatch.ops.store.store import IncidentStore
-from citywatch.ops.store.tokens import ROLES, TokenBook
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-    from citywatch.ops.api.app import create_api
-
-
-@pytest.fixture
-def api(store: IncidentStore, tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, dict]]]:
-    store.add_alerts([make_alert(1, zone="Bronx", severity="Severe"),
-                      make_alert(2, zone="Bronx"),
-                      make_alert(3, zone="Queens", lon=-73.8, lat=40.7),
-                      make_alert(4, zone=None, domain="traffic", category="Transport",
-                                 rule="i94-heavy", lon=-93.17, lat=44.96)])
-    book = TokenBook(store)
-    headers = {role: {"Authorization": f"Bearer {book.issue(role + '-user', role)}"}
-               for role in ROLES}
-    app = create_api(Settings(database_url=store.url, data_dir=tmp_path), store)
-    with TestClient(app) as client:
-        yield client, headers
 
 
 def _first(client: TestClient, headers: dict, **params: str) -> dict:
@@ -65,6 +45,28 @@ def test_list_filters_and_pagination(api) -> None:
     assert client.get("/incidents", params={"bbox": "1,2"}, headers=viewer).status_code == 422
     assert client.get("/incidents", params={"since": "2022-01-01T00:00:00"},
                       headers=viewer).status_code == 422  # naive times are refused
+
+
+def test_filters_are_validated_with_one_error_format(api) -> None:
+    client, h = api
+    viewer = h["viewer"]
+
+    def refused(**params: str) -> list[dict]:
+        response = client.get("/incidents", params=params, headers=viewer)
+        assert response.status_code == 422, (params, response.text)
+        detail = response.json()["detail"]
+        assert isinstance(detail, list) and {"type", "loc", "msg"} <= set(detail[0])
+        return detail
+
+    assert "min_severity" in refused(severity="Severe")[0]["msg"]  # unknown parameter
+    assert "'Severe'" in refused(min_severity="Bad")[0]["msg"]  # the allowed values
+    assert "'environment'" in refused(domain="air")[0]["msg"]
+    assert "'acknowledged'" in refused(status="open")[0]["msg"]
+    assert refused(bbox="1,2")[0]["loc"] == ["query", "bbox"]
+    lower = client.get("/incidents", params={"zone": "bronx"}, headers=viewer).json()
+    assert lower["total"] == 1 and lower["items"][0]["zone_name"] == "Bronx"
+    nul = client.get("/incidents", params={"zone": "a\x00"}, headers=viewer)
+    assert nul.status_code == 422 and isinstance(nul.json()["detail"], list)
 
 
 def test_lifecycle_with_audit_and_lineage(api) -> None:
@@ -182,25 +184,38 @@ def test_stream_resumes_after_the_last_change_seen_never_skipping_or_repeating(
     assert {i for _, i in changes} == created
 
 
-MUTATING = [("post", "/incidents/{id}/acknowledge", None),
-            ("post", "/incidents/{id}/resolve", None),
-            ("post", "/incidents/{id}/reopen", None),
-            ("post", "/incidents/{id}/assign", {"assignee": "x"}),
-            ("post", "/incidents/{id}/notes", {"text": "x"}),
-            ("post", "/subscriptions", {"team": "air"}),
-            ("put", "/subscriptions/{id}", {"team": "air"}),
-            ("delete", "/subscriptions/{id}", None)]
+RESPONDERS = ("viewer", "analyst")  # who may not act on incidents and subscriptions
+MUTATING = [("post", "/incidents/{id}/acknowledge", None, RESPONDERS),
+            ("post", "/incidents/{id}/resolve", None, RESPONDERS),
+            ("post", "/incidents/{id}/reopen", None, RESPONDERS),
+            ("post", "/incidents/{id}/assign", {"assignee": "x"}, RESPONDERS),
+            ("post", "/incidents/{id}/notes", {"text": "x"}, RESPONDERS),
+            ("post", "/subscriptions", {"team": "air"}, RESPONDERS),
+            ("put", "/subscriptions/{id}", {"team": "air"}, RESPONDERS),
+            ("delete", "/subscriptions/{id}", None, RESPONDERS),
+            ("post", "/rules/proposals", {"rules": "rules: []"}, ("viewer", "operator")),
+            ("post", "/rules/versions/{version}/approve", None,
+             ("viewer", "operator", "analyst")),
+            ("post", "/rules/versions/{version}/reject", {"reason": "x"},
+             ("viewer", "operator", "analyst")),
+            ("post", "/rules/versions/{version}/rollback", None,
+             ("viewer", "operator", "analyst")),
+            ("post", "/tokens", {"name": "new-desk", "role": "viewer"},
+             ("viewer", "operator", "analyst")),
+            ("delete", "/tokens/{name}", None, ("viewer", "operator", "analyst"))]
 
 
-@pytest.mark.parametrize(("method", "path", "body"), MUTATING)
-def test_mutations_need_a_token_and_a_role(api, method: str, path: str, body) -> None:
+@pytest.mark.parametrize(("method", "path", "body", "refused"), MUTATING)
+def test_mutations_need_a_token_and_a_role(api, method: str, path: str, body,
+                                           refused: tuple[str, ...]) -> None:
     client, h = api
-    url = path.replace("{id}", _first(client, h["viewer"])["id"])
+    url = path.replace("{id}", _first(client, h["viewer"])["id"]).replace(
+        "{version}", "abc123").replace("{name}", "nobody")
     kwargs = {"json": body} if body is not None else {}
     assert getattr(client, method)(url, **kwargs).status_code == 401
     assert getattr(client, method)(url, headers={"Authorization": "Bearer wrong"},
                                    **kwargs).status_code == 401
-    for role in ("viewer", "analyst"):
+    for role in refused:
         assert getattr(client, method)(url, headers=h[role], **kwargs).status_code == 403
     assert getattr(client, method)(url, headers=h["admin"], **kwargs).status_code < 500
 
@@ -211,7 +226,7 @@ def test_every_route_is_in_the_mutation_table(api) -> None:
     mutating = {(m, p.replace("{incident_id}", "{id}").replace("{subscription_id}", "{id}"))
                 for p, ops in spec["paths"].items() for m in ops if m in {"post", "put",
                                                                          "delete", "patch"}}
-    assert mutating == {(m, p) for m, p, _ in MUTATING}
+    assert mutating == {(m, p) for m, p, _, _ in MUTATING}
 
 
 EXAMPLES = int(os.environ.get("CITYWATCH_SCHEMATHESIS_EXAMPLES", "15"))

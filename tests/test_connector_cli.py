@@ -101,3 +101,36 @@ def _exists(broker: str, topic: str) -> bool:
 
     with KafkaAdmin(broker) as admin:
         return bool(admin.end_offsets([topic]))
+
+
+def test_broker_command_stops_its_child_on_sigterm_and_refuses_a_taken_port() -> None:
+    """SIGTERM to `citywatch broker` stops the Tansu child (the port is free again);
+    a port already taken is reported at once with exit 2."""
+    import signal
+    import socket
+    import time
+
+    from citywatch.streams.broker import free_port, port_taken
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "citywatch.ops.cli", "broker",
+                                "--port", str(port)], stdout=subprocess.PIPE, text=True)
+    assert "embedded broker at" in (process.stdout.readline() if process.stdout else "")
+    assert port_taken(port)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 0
+    deadline = time.monotonic() + 10
+    while port_taken(port):
+        assert time.monotonic() < deadline, "the broker child still holds the port"
+        time.sleep(0.1)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        started = time.monotonic()
+        taken = subprocess.run([sys.executable, "-m", "citywatch.ops.cli", "broker",
+                                "--port", str(port)], capture_output=True, text=True,
+                               timeout=60)
+    assert taken.returncode == 2 and time.monotonic() - started < 15
+    assert taken.stderr.strip().splitlines() == [
+        f"cannot start the embedded broker: port {port} on 127.0.0.1 is already in use; "
+        "choose another with --port"]

@@ -88,3 +88,22 @@ def test_decode_rejects_invalid_with_field(patch: dict, field: str) -> None:
 def test_decode_never_raises_anything_but_envelope_error(payload: bytes) -> None:
     with contextlib.suppress(EnvelopeError):
         decode_envelope(payload, locator="x")
+
+
+@given(text=st.text(st.characters(exclude_categories=()), max_size=30))
+def test_any_text_attribute_encodes_and_surrogates_become_replacement_characters(
+        text: str) -> None:
+    """A JSON feed may carry ``"\\ud800"`` (Python's json accepts it): the record is kept,
+    the broken character becomes U+FFFD, and the envelope encodes and decodes."""
+    e = make_envelope(source="usgs", source_record_id="q1", domain="disaster",
+                      kind="earthquake.reported", time=datetime(2024, 1, 1, tzinfo=UTC),
+                      entity_id="q1", attributes={"place": text})
+    place = decode_envelope(encode_envelope(e)).attributes["place"]
+    assert place == "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text)
+
+
+def test_a_lone_surrogate_in_an_identifying_field_is_refused_by_name() -> None:
+    with pytest.raises(EnvelopeError, match="entity_id.*surrogate"):
+        make_envelope(source="usgs", source_record_id="q1", domain="disaster",
+                      kind="earthquake.reported", time=datetime(2024, 1, 1, tzinfo=UTC),
+                      entity_id="q\udc801")

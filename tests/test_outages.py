@@ -107,6 +107,11 @@ def _processed(admin: KafkaAdmin, settings: Settings) -> tuple[int, int]:
     return raw, done
 
 
+def _said(log: Path) -> str:
+    """The end of a process's log, for an assertion message."""
+    return "the connector exited: " + log.read_text(errors="replace")[-3000:]
+
+
 def _wait_for(check: Callable[[], bool], within: float, what: str,
               explain: Callable[[], str] = str) -> None:
     deadline = time.monotonic() + within
@@ -169,7 +174,7 @@ def test_broker_away_30s_worker_and_connector_carry_on(
         down_until = time.monotonic() + OUTAGE_SECONDS
         while time.monotonic() < down_until:
             assert worker.alive(), worker.log_tail()
-            assert connector.poll() is None, "the connector exited"
+            assert connector.poll() is None, _said(tmp_path / "connector.log")
             time.sleep(1)
         proxy.restore()
         if restart:
@@ -185,7 +190,7 @@ def test_broker_away_30s_worker_and_connector_carry_on(
                 said = worker.log_path.read_text()
                 assert (code == EXIT_BROKER_LOST and "lost its data" in said) or (
                     code == 2 and "partition(s), 1 configured" in said), said[-2000:]
-            assert connector.poll() is None, "the connector exited"
+            assert connector.poll() is None, _said(tmp_path / "connector.log")
             return
         with KafkaAdmin(bootstrap) as admin:
             raw, done = _processed(admin, settings)
@@ -195,4 +200,4 @@ def test_broker_away_30s_worker_and_connector_carry_on(
                       "the worker processes new events",
                       lambda: f"{stage_lags(admin, settings)} {worker.log_tail()}")
         assert worker.alive(), worker.log_tail()
-        assert connector.poll() is None, "the connector exited"
+        assert connector.poll() is None, _said(tmp_path / "connector.log")

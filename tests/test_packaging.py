@@ -42,3 +42,36 @@ def test_demo_files_are_installed() -> None:
     assert (DEMO_DIR / "rules.yaml").is_file()
     assert len(list((DEMO_DIR / "data").glob("*.csv"))) == 4
     assert len(list((DEMO_DIR / "zones").glob("*.geojson"))) == 2
+
+
+def test_version_and_serve_options(tmp_path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from citywatch.streams.broker import free_port
+
+    shown = subprocess.run([sys.executable, "-m", "citywatch.ops.cli", "--version"],
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and shown.stdout.strip() == "citywatch 0.1.0"
+    port = free_port()
+    env = {"PATH": "/usr/bin:/bin",
+           "CITYWATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
+           "CITYWATCH_API_PORT": "9"}  # overridden by --port
+    server = subprocess.Popen([sys.executable, "-m", "citywatch.ops.cli", "serve",
+                               "--host", "127.0.0.1", "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert httpx.get(f"http://127.0.0.1:{port}/health").json()["store"] == "ok"
+                break
+            except httpx.TransportError:
+                assert server.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -3,6 +3,7 @@ worker → incident store, and dead-lettering of malformed rows."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from data_helpers import malformed_epa
@@ -11,6 +12,7 @@ from sqlalchemy import func, select
 
 from citywatch.ops.cap import CapWriter
 from citywatch.ops.demo import run_demo
+from citywatch.ops.explain import explain_alert
 from citywatch.ops.settings import Settings
 from citywatch.ops.store.schema import AlertRow
 from citywatch.ops.store.store import IncidentStore
@@ -64,6 +66,16 @@ def test_demo_alerts_in_every_domain_and_replay_is_idempotent(settings: Settings
     for row in rows:
         writer.alert(row)  # raises CapValidationError if invalid
     assert len(rows) == first["alerts_total"]
+    # `citywatch explain` answers for every alert: the rule text at its version, the
+    # source records' file:line (or feature) and the raw topic position, compared values
+    for row in rows:
+        explained = explain_alert(store, row.id, configured=settings.rules_path)
+        assert explained is not None and explained["rule"].get("text"), row.id
+        assert explained["compared"], row.id
+        sourced = [s["origin"] for s in explained["sources"] if s["origin"]]
+        assert sourced, (row.rule_id, explained["sources"])
+        assert all(re.search(r"(\.csv:\d+|\.geojson#features\[\d+\]) \S*raw\.\w+/\d+@\d+$",
+                             o) for o in sourced), sourced
     store.close()
 
 

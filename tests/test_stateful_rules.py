@@ -377,3 +377,36 @@ def test_events_framed_again_by_ingest_are_applied_once(epa_year: list[Envelope]
     again += run_frames(crashed, [(500, 1500), (1500, 2500), (2500, 3000)], 2)  # re-framed
     counts = {a.id: a.attributes["count"] for a in clean}
     assert {a.id: a.attributes["count"] for a in again} == counts
+
+
+def test_a_window_alert_carries_the_aggregate_under_its_own_name(shared_data: Path,
+                                                                tmp_path: Path) -> None:
+    """A daily count of USGS quakes (M >= 2.5) over one zone covering the world (a
+    fixture written here): each alert's ``value`` and ``count`` equal pandas' count for
+    that UTC day, under ``value``/``aggregate``/``attribute``, never as ``mag``."""
+    world = tmp_path / "world.geojson"
+    world.write_text(json.dumps({"type": "FeatureCollection", "features": [{
+        "type": "Feature", "properties": {"name": "World"}, "geometry": {
+            "type": "Polygon", "coordinates": [[[-180, -90], [180, -90], [180, 90],
+                                                [-180, 90], [-180, -90]]]}}]}))
+    feed = load_feed(DEMO_DIR / "feeds/usgs_earthquakes.yaml")
+    quakes = sorted((e for e in FileSource(
+        feed, path=shared_data / "disasters/usgs_all_week.geojson").run()
+        if isinstance(e, Envelope)), key=lambda e: e.time)
+    rule = {"id": "quake-day", "domain": "disaster",
+            "condition": {"type": "window", "attribute": "mag", "aggregate": "count",
+                          "size": "1d", "group_by": "zone:world", "op": ">=", "value": 1,
+                          "where": {"type": "threshold", "attribute": "mag", "op": ">=",
+                                    "value": 2.5}},
+            "alert": {**ALERT, "message": "{value} quakes ({aggregate} of {attribute})"}}
+    alerts = run(engine_for([rule], [{"layer": "world", "path": str(world)}]), quakes)
+    mags = pd.DataFrame({"day": [e.time.date().isoformat() for e in quakes],
+                         "mag": [e.attributes.get("mag") for e in quakes]})
+    expected = mags[mags.mag >= 2.5].groupby("day").size().to_dict()
+    got = {a.attributes["window_start"][:10]: a.attributes for a in alerts}
+    assert {day: a["count"] for day, a in got.items()} == expected
+    assert len(expected) >= 7 and max(expected.values()) > 20
+    for attributes in got.values():
+        assert attributes["value"] == attributes["count"]
+        assert (attributes["aggregate"], attributes["attribute"]) == ("count", "mag")
+        assert "mag" not in attributes

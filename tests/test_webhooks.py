@@ -26,6 +26,7 @@ from citywatch.ops.worker import StoreSink
 from citywatch.streams.broker import free_port
 from citywatch.streams.routing import Deliverer, Delivery
 from citywatch.streams.subscriptions import SubscriptionIn
+from citywatch.streams.webhook_policy import WebhookPolicy
 
 
 class _Recorder(BaseHTTPRequestHandler):
@@ -85,7 +86,8 @@ class Sent:
 
 def deliverer(store: IncidentStore, sent: Sent, **options: float) -> Deliverer:
     settings = {"timeout": 3.0, "max_attempts": 3, "backoff": 0.05} | options
-    return Deliverer(Outbox(store), sent.topic, sent.dead_letter, **settings)
+    return Deliverer(Outbox(store), sent.topic, sent.dead_letter, **settings,
+                     policy=WebhookPolicy(["127.0.0.1"]))
 
 
 async def until(check: object, timeout: float = 30.0) -> None:
@@ -178,7 +180,8 @@ def test_endpoint_down_through_every_attempt_is_a_dead_letter_and_visible(
 
         from citywatch.ops.api.app import create_api
     token = TokenBook(store).issue("viewer-user", "viewer")
-    app = create_api(Settings(database_url=store.url, data_dir=tmp_path), store)
+    app = create_api(Settings(database_url=store.url, data_dir=tmp_path,
+                              webhook_allow=["127.0.0.1"]), store)
     with TestClient(app) as client:
         listed = client.get(f"/subscriptions/{sub.id}/deliveries", params={"status": "failed"},
                             headers={"Authorization": f"Bearer {token}"}).json()
@@ -248,3 +251,63 @@ def test_a_worker_holds_no_more_webhooks_than_it_can_send_within_its_lease(
     held_first, held_second, again = asyncio.run(run())
     assert len(held_first) == 10 and len(held_second) == 10  # 20 s / 2 / 1 s
     assert again == 0 and not held_first & held_second
+
+
+class _Redirector(BaseHTTPRequestHandler):
+    target = ""
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server API
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(307)
+        self.send_header("Location", self.target)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("target", ["http://169.254.169.254/latest/meta-data",
+                                    "https://10.0.0.7/hook", "https://localhost:1/x"])
+def test_a_redirect_to_a_refused_destination_fails_at_once(store: IncidentStore,
+                                                          target: str) -> None:
+    """An allowed endpoint answering 307 towards cloud metadata, a private address or
+    localhost: not followed, one attempt, dead-lettered with the reason."""
+    handler = type("Redirector", (_Redirector,), {"target": target})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    book = SubscriptionBook(store)
+    sub = book.create(SubscriptionIn(team="air", domains=["environment"],
+                                     webhook_url=f"http://127.0.0.1:{server.server_address[1]}/h"),
+                      actor="test")
+    store_alerts(store, [make_alert(1)])
+    sent = Sent()
+
+    async def run() -> None:
+        d = deliverer(store, sent, max_attempts=5)
+        while not sent.dead:
+            await d.run_once()
+            await asyncio.sleep(0.05)
+        await d.close()
+
+    asyncio.run(run())
+    server.shutdown()
+    server.server_close()
+    [(_, reason)] = sent.dead
+    assert reason.startswith("webhook failed after 1 attempt(s)") and "refused" in reason
+    [row] = Outbox(store).list(sub.id, "failed")
+    assert row.attempts == 1
+
+
+def test_a_host_name_resolving_to_a_refused_address_is_not_connected_to() -> None:
+    from citywatch.streams.webhook_policy import GuardedResolver, RefusedDestination
+
+    async def run() -> None:
+        resolver = GuardedResolver(WebhookPolicy())
+        with pytest.raises(RefusedDestination, match="loopback"):
+            await resolver.resolve("localhost", 443)
+        allowed = GuardedResolver(WebhookPolicy(["localhost"]))
+        assert await allowed.resolve("localhost", 443)
+        await resolver.close()
+        await allowed.close()
+
+    asyncio.run(run())

@@ -7,6 +7,13 @@ Token authentication (``Authorization: Bearer <token>``) with roles: ``viewer`` 
 subscriptions; ``analyst`` reads (rules and backtests to come); ``admin`` may do
 everything. A missing or unknown token gets 401, a role that may not act gets 403.
 
+Hardening: request limits before parsing (413, 414, 431; ``limits``), failed
+authentications throttled per client address (429 with ``Retry-After``; ``throttle``)
+and logged, a store outage answered with 503 and ``Retry-After`` everywhere, security
+headers on every response (``security``), CORS only for configured origins, webhook
+destinations checked (``citywatch.streams.webhook_policy``), text made XML-safe in CAP
+and Atom, and the API documentation page served from vendored files.
+
 Example:
     >>> from fastapi.testclient import TestClient       # doctest: +SKIP
     >>> client = TestClient(create_api(Settings()))     # doctest: +SKIP
@@ -17,52 +24,117 @@ Example:
 
 import asyncio
 import json
+import logging
+import math
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from datetime import UTC, datetime, timedelta
+from pathlib import Path as FilePath
+from typing import Annotated, Any, Literal, NoReturn
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from pydantic import AwareDatetime
 
 from citywatch.ops.api.atom import atom_feed
+from citywatch.ops.api.health import HealthChecks
+from citywatch.ops.api.limits import RequestLimits
 from citywatch.ops.api.models import (
     Alert,
     Assignment,
     DeliveryStatus,
+    Health,
     Incident,
     IncidentDetail,
     IncidentPage,
+    IssuedToken,
     NoteIn,
     Problem,
+    TokenIn,
+    TokenInfo,
 )
+from citywatch.ops.api.rule_routes import rule_routes
+from citywatch.ops.api.security import SecurityHeaders
+from citywatch.ops.api.throttle import FailureThrottle
 from citywatch.ops.cap import CapWriter
+from citywatch.ops.explain import as_prov, explain_alert
 from citywatch.ops.settings import Settings
 from citywatch.ops.store.changes import incident_changes, last_change_id
 from citywatch.ops.store.lifecycle import IncidentDesk, IncidentNotFound, InvalidTransition
+from citywatch.ops.store.outage import OUTAGE_ERRORS, store_outage
 from citywatch.ops.store.outbox import Outbox
 from citywatch.ops.store.queries import (
     IncidentFilter,
+    Status,
     get_alert,
     get_incident,
     list_incidents,
     recent_alerts,
 )
+from citywatch.ops.store.rulesets import RuleSetBook
 from citywatch.ops.store.store import IncidentStore
 from citywatch.ops.store.subscriptions import SubscriptionBook
-from citywatch.ops.store.tokens import Role, TokenBook
+from citywatch.ops.store.tokens import Role, TokenBook, TokenNameTaken
 from citywatch.rules.engine import build_zone_index
 from citywatch.rules.loader import load_ruleset
+from citywatch.streams.envelope import Domain
 from citywatch.streams.subscriptions import TEAM_PATTERN, Subscription, SubscriptionIn
+from citywatch.streams.vocabulary import Severity
+from citywatch.streams.webhook_policy import WebhookPolicy
 
+log = logging.getLogger(__name__)
 READ: frozenset[Role] = frozenset({"viewer", "operator", "analyst", "admin"})
 RESPOND: frozenset[Role] = frozenset({"operator", "admin"})
+PROPOSE: frozenset[Role] = frozenset({"analyst", "admin"})
+ADMIN: frozenset[Role] = frozenset({"admin"})
 CAP_MEDIA = "application/cap+xml"
+STATIC = FilePath(__file__).parent / "static"
+RETRY_AFTER_OUTAGE = 5
+ALWAYS: dict[int | str, dict[str, Any]] = {
+    413: {"model": Problem, "description": "request body over the limit"},
+    414: {"model": Problem, "description": "URL over the limit"},
+    431: {"model": Problem, "description": "request headers over the limit"},
+    503: {"model": Problem, "description": "incident store unavailable (see Retry-After)"},
+}
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "missing or unknown token"},
     403: {"model": Problem, "description": "role may not do this"},
+    429: {"model": Problem, "description": "too many failed authentications from this "
+                                           "address (see Retry-After)"},
 }
+
+
+def _printable(value: Any) -> Any:
+    """``value`` with every string encodable as UTF-8 (lone surrogates escaped)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_printable(k): _printable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable(v) for v in value]
+    return value
+
+
+FILTER_PARAMETERS = frozenset({"status", "min_severity", "domain", "zone", "bbox", "since",
+                               "until", "limit", "offset"})
+
+
+def invalid(loc: tuple[str, ...], message: str, given: Any = None) -> NoReturn:
+    """Refuse the request with FastAPI's own 422 format (one format for every 422)."""
+    raise RequestValidationError([{"type": "value_error", "loc": loc, "msg": message,
+                                   "input": given}])
+
+
+def _token_hint(credentials: HTTPAuthorizationCredentials | None) -> str:
+    """What a failed request presented, for the log: never the secret."""
+    if credentials is None:
+        return "no token"
+    return f"token starting {credentials.credentials[:4]!r}, {len(credentials.credentials)} chars"
 
 
 class Caller:
@@ -82,14 +154,32 @@ def create_api(settings: Settings, store: IncidentStore | None = None) -> FastAP
     ruleset = load_ruleset(settings.rules_path)
     cap = CapWriter(settings.cap_sender, build_zone_index(ruleset))
     bearer = HTTPBearer(auto_error=False)
+    throttle = FailureThrottle(settings.api_auth_failures_per_minute, 60.0)
+    webhooks = WebhookPolicy(settings.webhook_allow)
+    checks = HealthChecks(store, bootstrap=settings.kafka_bootstrap,
+                          topic=settings.topics.alerts)
 
-    def caller(credentials: Annotated[HTTPAuthorizationCredentials | None,
-                                      Depends(bearer)]) -> Caller:
+    def caller(request: Request, credentials: Annotated[
+            HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:
+        address = request.client.host if request.client else "unknown"
+        wait = throttle.retry_after(address)
+        if wait is not None:
+            raise HTTPException(429, "too many failed authentications from this address",
+                                headers={"Retry-After": str(max(1, math.ceil(wait)))})
         found = tokens.resolve(credentials.credentials) if credentials else None
         if found is None:
+            throttle.failed(address)
+            log.warning("authentication failed from %s (%s) on %s %s", address,
+                        _token_hint(credentials), request.method, request.url.path)
             raise HTTPException(401, "missing or unknown token",
                                 headers={"WWW-Authenticate": "Bearer"})
         return Caller(*found)
+
+    def checked(body: SubscriptionIn) -> SubscriptionIn:
+        problem = webhooks.check_url(str(body.webhook_url)) if body.webhook_url else None
+        if problem is not None:
+            invalid(("body", "webhook_url"), problem, str(body.webhook_url))
+        return body
 
     def allowed(roles: frozenset[Role]) -> Any:
         def check(who: Annotated[Caller, Depends(caller)]) -> Caller:
@@ -99,29 +189,64 @@ def create_api(settings: Settings, store: IncidentStore | None = None) -> FastAP
         return Depends(check)
 
     reader, responder = allowed(READ), allowed(RESPOND)
-    api = FastAPI(title="citywatch", version="0.1.0",
+    api_rules = rule_routes(settings, RuleSetBook(store), reader=reader,
+                            proposer=allowed(PROPOSE), admin=allowed(ADMIN))
+    api = FastAPI(title="citywatch", version="0.1.0", responses=ALWAYS,
+                  docs_url=None, redoc_url=None,
                   description="Incidents, alerts (with lineage), CAP 1.2, team feeds.")
+    if settings.api_cors_origins:
+        api.add_middleware(CORSMiddleware, allow_origins=settings.api_cors_origins,
+                           allow_methods=["GET", "POST", "PUT", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type", "Last-Event-ID"])
+    api.add_middleware(RequestLimits, max_body_bytes=settings.api_max_body_bytes,
+                       max_url_bytes=settings.api_max_url_bytes,
+                       max_header_bytes=settings.api_max_header_bytes,
+                       body_limits={"/rules/proposals": settings.api_max_rules_bytes})
+    api.add_middleware(SecurityHeaders)
+    api.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    @api.middleware("http")
-    async def refuse_nul(request: Request, call_next: Any) -> Response:
-        """PostgreSQL cannot store or compare text with NUL characters: refuse them in
-        the URL up front (bodies are checked by their models)."""
-        query = request.scope.get("query_string", b"").lower()
-        if "\x00" in request.scope.get("path", "") or b"%00" in query or b"\x00" in query:
-            return JSONResponse({"detail": "NUL characters are not allowed in the URL"},
-                                status_code=422)
-        return await call_next(request)
+    async def store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        reason = store_outage(exc)
+        if reason is None:
+            raise exc
+        log.warning("incident store unavailable (%s): %s %s answered 503", reason,
+                    request.method, request.url.path)
+        return JSONResponse({"detail": "incident store unavailable; retry later"},
+                            status_code=503,
+                            headers={"Retry-After": str(RETRY_AFTER_OUTAGE)})
+
+    for error in OUTAGE_ERRORS:
+        api.add_exception_handler(error, store_unavailable)
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _printable(jsonable_encoder(exc.errors()))},
+                            status_code=422)
+
+    api.include_router(api_rules, responses=ERRORS)
+
+    @api.get("/docs", include_in_schema=False)
+    def docs() -> FileResponse:
+        return FileResponse(STATIC / "docs.html")
     IncidentId = Annotated[str, Path(max_length=36)]
 
-    def filters(status: Annotated[list[str] | None, Query()] = None,
-                min_severity: str | None = None,
-                domain: Annotated[list[str] | None, Query()] = None,
-                zone: Annotated[list[str] | None, Query()] = None,
+    def filters(request: Request,
+                status: Annotated[list[Status] | None, Query()] = None,
+                min_severity: Severity | None = None,
+                domain: Annotated[list[Domain] | None, Query()] = None,
+                zone: Annotated[list[str] | None, Query(
+                    description="zone ids or names (names match without regard to case)")]
+                = None,
                 bbox: Annotated[str | None, Query(
                     description="min_lon,min_lat,max_lon,max_lat")] = None,
                 since: AwareDatetime | None = None, until: AwareDatetime | None = None,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 50,
                 offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0) -> IncidentFilter:
+        known = FILTER_PARAMETERS | ({"close_after"} if request.url.path == "/stream" else set())
+        unknown = sorted(set(request.query_params) - known)
+        if unknown:
+            invalid(("query", unknown[0]), f"unknown query parameter; the filters are "
+                    f"{', '.join(sorted(known))}", request.query_params[unknown[0]])
         try:
             box = tuple(float(v) for v in bbox.split(",")) if bbox else None
             if box is not None and len(box) != 4:
@@ -131,7 +256,7 @@ def create_api(settings: Settings, store: IncidentStore | None = None) -> FastAP
                 "zone": zone, "bbox": box, "since": since, "until": until, "limit": limit,
                 "offset": offset})
         except ValueError as exc:
-            raise HTTPException(422, str(exc)) from None
+            invalid(("query", "bbox"), str(exc).splitlines()[-1].strip(), bbox)
 
     def act(action: Any, incident_id: str, **kwargs: Any) -> Incident:
         try:
@@ -141,9 +266,16 @@ def create_api(settings: Settings, store: IncidentStore | None = None) -> FastAP
         except InvalidTransition as exc:
             raise HTTPException(409, str(exc)) from None
 
-    @api.get("/health")
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
+    @api.get("/health", responses={503: {"model": Health}})
+    def health(response: Response) -> Health:
+        """The store (every endpoint needs it: 503 while it is unavailable) and the broker
+        (reported; the API serves without it)."""
+        store_status, broker_status = checks.store(), checks.broker()
+        if store_status != "ok":
+            response.status_code = 503
+            response.headers["Retry-After"] = str(RETRY_AFTER_OUTAGE)
+        return Health(status="ok" if store_status == "ok" else "unavailable",
+                      store=store_status, broker=broker_status)
 
     @api.get("/incidents", responses=ERRORS)
     def incidents(f: Annotated[IncidentFilter, Depends(filters)],
@@ -197,6 +329,18 @@ def create_api(settings: Settings, store: IncidentStore | None = None) -> FastAP
             raise HTTPException(404, f"alert '{alert_id}' not found")
         return Alert.model_validate(row)
 
+    @api.get("/alerts/{alert_id}/explain", responses=ERRORS | {404: {"model": Problem}})
+    def explain(alert_id: Annotated[str, Path(max_length=36)],
+                format: Literal["json", "prov"] = "json",
+                _: Caller = reader) -> dict[str, Any]:
+        """Why the alert fired: the rule at its version and who approved it, the source
+        events and where they came from, the zone, the values compared, the model, the
+        incident and its audit trail (``format=prov``: W3C PROV-JSON)."""
+        explained = explain_alert(store, alert_id, configured=settings.rules_path)
+        if explained is None:
+            raise HTTPException(404, f"alert '{alert_id}' not found")
+        return as_prov(explained) if format == "prov" else explained
+
     @api.get("/alerts/{alert_id}/cap", response_class=Response,
              responses=ERRORS | {404: {"model": Problem}, 200: {"content": {CAP_MEDIA: {}}}})
     def alert_cap(alert_id: Annotated[str, Path(max_length=36)],
@@ -206,6 +350,33 @@ def create_api(settings: Settings, store: IncidentStore | None = None) -> FastAP
             raise HTTPException(404, f"alert '{alert_id}' not found")
         return Response(cap.alert(row), media_type=CAP_MEDIA)
 
+    admin = allowed(ADMIN)
+
+    @api.get("/tokens", responses=ERRORS)
+    def token_list(_: Caller = admin) -> list[TokenInfo]:
+        """Every token (admin): name, role, created, last used, expiry, revoked."""
+        return [TokenInfo.model_validate(row) for row in tokens.list()]
+
+    @api.post("/tokens", status_code=201, responses=ERRORS | {409: {"model": Problem}})
+    def token_issue(body: TokenIn, who: Caller = admin) -> IssuedToken:
+        """Issue a token (admin); the secret is in this answer only."""
+        until = (datetime.now(UTC) + timedelta(days=body.expires_in_days)
+                 if body.expires_in_days else None)
+        try:
+            secret = tokens.issue(body.name, body.role, actor=who.name, expires_at=until)
+        except TokenNameTaken as exc:
+            raise HTTPException(409, str(exc)) from None
+        return IssuedToken(name=body.name, role=body.role, token=secret, expires_at=until)
+
+    @api.delete("/tokens/{name}", status_code=204,
+                responses=ERRORS | {404: {"model": Problem}})
+    def token_revoke(name: Annotated[str, Path(max_length=200)],
+                     who: Caller = admin) -> Response:
+        """Revoke a name's token (admin): refused from the next request on."""
+        if not tokens.revoke(name, actor=who.name):
+            raise HTTPException(404, f"no valid token named '{name}'")
+        return Response(status_code=204)
+
     @api.get("/subscriptions", responses=ERRORS)
     def subscriptions(team: Annotated[str | None, Query(pattern=TEAM_PATTERN)] = None,
                       _: Caller = reader) -> list[Subscription]:
@@ -213,7 +384,7 @@ def create_api(settings: Settings, store: IncidentStore | None = None) -> FastAP
 
     @api.post("/subscriptions", status_code=201, responses=ERRORS)
     def create_subscription(body: SubscriptionIn, who: Caller = responder) -> Subscription:
-        return book.create(body, actor=who.name)
+        return book.create(checked(body), actor=who.name)
 
     @api.get("/subscriptions/{subscription_id}", responses=ERRORS | {404: {"model": Problem}})
     def subscription(subscription_id: Annotated[str, Path(max_length=36)],
@@ -240,7 +411,7 @@ def create_api(settings: Settings, store: IncidentStore | None = None) -> FastAP
     @api.put("/subscriptions/{subscription_id}", responses=ERRORS | {404: {"model": Problem}})
     def replace_subscription(subscription_id: Annotated[str, Path(max_length=36)],
                              body: SubscriptionIn, who: Caller = responder) -> Subscription:
-        found = book.replace(subscription_id, body, actor=who.name)
+        found = book.replace(subscription_id, checked(body), actor=who.name)
         if found is None:
             raise HTTPException(404, f"subscription '{subscription_id}' not found")
         return found
@@ -293,8 +464,15 @@ def create_api(settings: Settings, store: IncidentStore | None = None) -> FastAP
             if await request.is_disconnected():
                 return
             before = cursor
-            cursor, changes = await asyncio.to_thread(incident_changes, store,
-                                                      after=cursor, f=f)
+            try:
+                cursor, changes = await asyncio.to_thread(incident_changes, store,
+                                                          after=cursor, f=f)
+            except OUTAGE_ERRORS as exc:
+                if store_outage(exc) is None:
+                    raise
+                yield ": incident store unavailable, retrying\n\n"
+                await asyncio.sleep(RETRY_AFTER_OUTAGE)
+                continue
             for change, row in changes:
                 item = Incident.model_validate(row)
                 yield (f"id: {change}\nevent: incident\n"

@@ -1,4 +1,6 @@
 """Atom 1.0 feed of CAP alerts, one entry per alert with the CAP message as content.
+Text and attributes are made XML-safe (:func:`~citywatch.ops.cap.xml_safe`), so one odd
+character in an alert cannot break a team's whole feed.
 
 Example:
     >>> atom_feed("air", [], lambda a: b"", base_url="http://x")[:38]
@@ -13,16 +15,17 @@ from typing import Any
 
 from lxml import etree
 
-from citywatch.ops.cap import cap_time
+from citywatch.ops.cap import cap_time, xml_safe
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 
 
 def _sub(parent: etree._Element, tag: str, text: str | None = None,
          **attrs: str) -> etree._Element:
-    element = etree.SubElement(parent, f"{{{ATOM_NS}}}{tag}", **attrs)
+    element = etree.SubElement(parent, f"{{{ATOM_NS}}}{tag}",
+                               **{k: xml_safe(v) for k, v in attrs.items()})
     if text is not None:
-        element.text = text
+        element.text = xml_safe(text)
     return element
 
 

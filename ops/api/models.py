@@ -72,6 +72,8 @@ class Alert(_FromRow):
     attributes: dict[str, Any]
     source_event_ids: list[str]
     area_circle: list[float] | None = None
+    source_origins: list[str] | None = None
+    evaluation: dict[str, Any] | None = None
 
 
 class Note(_FromRow):
@@ -131,3 +133,103 @@ class DeliveryStatus(_FromRow):
 
 class Problem(BaseModel):
     detail: str
+
+
+class RuleProposalIn(BaseModel):
+    """A rule file proposed through the API. Its layer paths resolve against ``layers``
+    (file name or relative path → file text), then the live version's layer files of
+    the same name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rules: CleanText = Field(min_length=1, max_length=1_000_000)
+    layers: dict[str, CleanText] = Field(default={}, max_length=20)
+    """Each file at most what ``CITYWATCH_API_MAX_RULES_BYTES`` lets the body carry."""
+
+
+class RuleDecisionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: CleanText = Field(min_length=1, max_length=2000)
+
+
+class RuleLayer(_FromRow):
+    kind: str
+    layer: str
+    name: str
+    sha256: str
+
+
+class RuleVersion(BaseModel):
+    """A rule-set version: its text, layer files, and where it stands."""
+
+    version: str
+    status: Literal["live", "was live", "proposed", "approved", "rejected"]
+    content: str
+    layers: list[RuleLayer]
+    proposed_by: str | None = None
+    decided_by: str | None = None
+    reason: str | None = None
+    findings: list[str] = []
+
+
+class RuleDiff(BaseModel):
+    from_: str | None = Field(alias="from")
+    to: str
+    added: list[str]
+    removed: list[str]
+    changed: dict[str, list[str]]
+    layers_added: list[str]
+    layers_removed: list[str]
+    layers_changed: list[str]
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class WorkerRules(_FromRow):
+    worker: str
+    rules_version: str
+    rules_problem: str | None
+    seen_at: datetime
+
+
+class RulesStatus(BaseModel):
+    live: str | None
+    live_since: datetime | None
+    applied_by: str | None
+    workers: list[WorkerRules]
+    proposed: list[str]
+
+
+class TokenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: CleanText = Field(min_length=1, max_length=200)
+    role: Literal["viewer", "operator", "analyst", "admin"]
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+
+
+class TokenInfo(_FromRow):
+    """A token as listed: never its secret or hash."""
+
+    name: str
+    role: str
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class IssuedToken(BaseModel):
+    name: str
+    role: str
+    token: str = Field(description="The secret: shown once, only its hash is stored.")
+    expires_at: datetime | None
+
+
+class Health(BaseModel):
+    """``status`` is ``ok`` while the store is (the API serves from it alone)."""
+
+    status: Literal["ok", "unavailable"]
+    store: str
+    broker: str

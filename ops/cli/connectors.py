@@ -64,8 +64,19 @@ def connect(
     path = checkpoint or settings.data_dir / "checkpoints" / f"{name}-{config.stem}.json"
     if from_start:
         path.unlink(missing_ok=True)
-    report = produce(source, settings.kafka_bootstrap, settings.topics,
-                     checkpoint_path=path, partitions=settings.topic_partitions)
+    from citywatch.connectors.kafka_sink import DeliveryError
+    from citywatch.connectors.runner import BrokerUnavailable
+    from citywatch.streams.broker_watch import EXIT_BROKER_LOST
+
+    try:
+        report = produce(source, settings.kafka_bootstrap, settings.topics,
+                         checkpoint_path=path, partitions=settings.topic_partitions,
+                         patience=settings.broker_lost_seconds)
+    except (DeliveryError, BrokerUnavailable) as exc:  # the checkpoint holds only what
+        # the broker took
+        typer.echo(f"the broker did not take the records: {exc}; run again to resume "
+                   f"from the checkpoint {path}", err=True)
+        raise typer.Exit(EXIT_BROKER_LOST) from None
     if metrics is not None:
         metrics.write_text(report.prometheus(source.name))
     typer.echo(json.dumps({"connector": name, **report.as_dict()}))

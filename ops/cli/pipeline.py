@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 from pathlib import Path
 from typing import Annotated
@@ -81,15 +82,23 @@ def worker() -> None:
 @app.command()
 def broker(port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1.")] = 9092) -> None:
     """Run the embedded in-memory broker in the foreground (data is lost on exit)."""
-    from citywatch.streams.broker import EmbeddedBroker
+    from citywatch.streams.broker import BrokerStartError, EmbeddedBroker
 
-    with EmbeddedBroker(port=port) as running:
-        typer.echo(f"embedded broker at {running.bootstrap} (memory only); Ctrl-C stops it")
-        try:
+    def stop(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # SIGTERM stops the broker child too
+    try:
+        with EmbeddedBroker(port=port) as running:
+            typer.echo(f"embedded broker at {running.bootstrap} (memory only); Ctrl-C "
+                       "stops it")
             while running.running:
                 time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
+    except BrokerStartError as exc:
+        typer.echo(f"cannot start the embedded broker: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        pass
 
 
 @app.command()

@@ -56,7 +56,8 @@ def apply_filter(query: Select[Any], f: IncidentFilter) -> Select[Any]:
     if f.domain:
         query = query.where(c.domain.in_(f.domain))
     if f.zone:
-        query = query.where(or_(c.zone_id.in_(f.zone), c.zone_name.in_(f.zone)))
+        query = query.where(or_(c.zone_id.in_(f.zone), func.lower(c.zone_name).in_(
+            [z.lower() for z in f.zone])))
     if f.bbox:
         min_lon, min_lat, max_lon, max_lat = f.bbox
         query = query.where(c.lon.between(min_lon, max_lon), c.lat.between(min_lat, max_lat))

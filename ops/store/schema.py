@@ -6,7 +6,8 @@ Example:
     >>> Base.metadata.create_all(engine)
     >>> sorted(Base.metadata.tables)
     ['alerts', 'api_tokens', 'audit_log', 'deliveries', 'forecast_models', 'incident_notes', \
-'incidents', 'rule_sets', 'subscriptions']
+'incidents', 'rule_layer_files', 'rule_sets', 'rule_versions', \
+'subscriptions', 'worker_heartbeats']
 """
 
 from __future__ import annotations
@@ -14,7 +15,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -105,6 +117,8 @@ class AlertRow(Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON)
     source_event_ids: Mapped[list[str]] = mapped_column(JSON)
     area_circle: Mapped[list[float] | None] = mapped_column(JSON)  # lon, lat, radius m
+    source_origins: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    evaluation: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class IncidentNoteRow(Base):
@@ -185,6 +199,9 @@ class ApiTokenRow(Base):
     name: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class RuleSetRow(Base):
@@ -198,6 +215,50 @@ class RuleSetRow(Base):
     base_dir: Mapped[str] = mapped_column(String(2000))
     applied_by: Mapped[str] = mapped_column(String(200))
     applied_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    layers: Mapped[list[dict[str, str]] | None] = mapped_column(JSON, nullable=True)
+    """Layer files the version uses: kind, layer, file name and SHA-256 (rule_layer_files);
+    None for rule sets applied before versions were self-contained."""
+
+
+class RuleVersionRow(Base):
+    """A proposed rule-set version: its bundle, validation findings, and the decision."""
+
+    __tablename__ = "rule_versions"
+
+    version: Mapped[str] = mapped_column(String(32), primary_key=True)
+    content: Mapped[str] = mapped_column(Text)
+    base_dir: Mapped[str] = mapped_column(String(2000))
+    layers: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))  # proposed, approved, rejected
+    findings: Mapped[list[str]] = mapped_column(JSON)
+    based_on: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    proposed_by: Mapped[str] = mapped_column(String(200))
+    proposed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    decided_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class WorkerHeartbeatRow(Base):
+    """What a running worker last said: the rule-set version it evaluates, and why it is
+    not the version in force when it is not."""
+
+    __tablename__ = "worker_heartbeats"
+
+    worker: Mapped[str] = mapped_column(String(200), primary_key=True)  # host:pid
+    rules_version: Mapped[str] = mapped_column(String(32))
+    rules_problem: Mapped[str | None] = mapped_column(Text, nullable=True)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RuleLayerFileRow(Base):
+    """A zone or site layer file's bytes, by content hash (shared by versions)."""
+
+    __tablename__ = "rule_layer_files"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(300))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class ForecastModelRow(Base):

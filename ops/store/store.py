@@ -281,4 +281,6 @@ def _alert_row(alert: Alert, incident: str) -> dict[str, Any]:
         "raised_at": alert.raised_at, "zone_layer": alert.zone_layer,
         "zone_id": alert.zone_id, "zone_name": alert.zone_name, "geometry": alert.geometry,
         "attributes": alert.attributes, "source_event_ids": alert.source_event_ids,
-        "area_circle": list(alert.area_circle) if alert.area_circle else None}
+        "area_circle": list(alert.area_circle) if alert.area_circle else None,
+        "source_origins": alert.source_origins or None,
+        "evaluation": alert.evaluation or None}
