@@ -7,6 +7,14 @@ most 100 points, closed ring, ``lat,lon`` pairs) or a circle around the event po
 Lineage (rule id and version, model id and version, source event ids) travels as
 ``<parameter>`` elements.
 
+Validity: ``<effective>`` is the event time and ``<expires>`` the alert's own end of
+validity (its rule's ``valid_for`` after the event; 24 h for alerts stored before rules
+had it). ``status`` is ``Actual`` unless the deployment says otherwise
+(``CITYWATCH_CAP_STATUS``): a sandbox or a replay of history says ``Exercise`` or
+``Test``, and then, since such a message is about a rehearsal happening now, its
+``<effective>`` is the time it was raised, ``<expires>`` as long after that as the alert's
+validity, and the original event time travels as the ``event_time`` parameter.
+
 Example:
     >>> writer = CapWriter(sender="citywatch@city.example")
     >>> from datetime import datetime, timezone
@@ -20,7 +28,7 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import shapely
 from lxml import etree
@@ -33,6 +41,7 @@ from citywatch.streams.vocabulary import SEVERITY_RANK
 CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
 CAP_XSD = Path(__file__).parent / "standards" / "cap12.xsd"
 MAX_POLYGON_POINTS = 100
+CapStatus = Literal["Actual", "Exercise", "Test", "System", "Draft"]
 
 
 class CapValidationError(ValueError):
@@ -65,9 +74,11 @@ class CapWriter:
     """Builds and validates CAP 1.2 messages for stored alerts and incidents."""
 
     def __init__(self, sender: str, zones: ZoneIndex | None = None,
-                 expires_after: timedelta = timedelta(hours=24)) -> None:
+                 expires_after: timedelta = timedelta(hours=24),
+                 status: CapStatus = "Actual") -> None:
         self.sender = sender
         self.expires_after = expires_after
+        self.status = status
         self._zones: dict[tuple[str, str], BaseGeometry] = {}
         for name, layer in (zones.layers.items() if zones else ()):
             for zone_id, geom in zip(layer.zone_ids, layer.geometries, strict=True):
@@ -106,7 +117,7 @@ class CapWriter:
         _sub(root, "identifier", identifier)
         _sub(root, "sender", self.sender)
         _sub(root, "sent", cap_time(sent))
-        _sub(root, "status", "Actual")
+        _sub(root, "status", self.status)
         _sub(root, "msgType", msg_type)
         _sub(root, "scope", "Public")
         return root
@@ -119,14 +130,21 @@ class CapWriter:
         _sub(info, "urgency", alert.urgency)
         _sub(info, "severity", alert.severity)
         _sub(info, "certainty", alert.certainty)
-        _sub(info, "effective", cap_time(alert.event_time))
-        _sub(info, "expires", cap_time(alert.event_time + self.expires_after))
+        expires = getattr(alert, "expires_at", None) or alert.event_time + self.expires_after
+        if self.status == "Actual":
+            _sub(info, "effective", cap_time(alert.event_time))
+            _sub(info, "expires", cap_time(expires))
+        else:  # a rehearsal now: valid from when it was raised, for as long
+            _sub(info, "effective", cap_time(alert.raised_at))
+            _sub(info, "expires", cap_time(alert.raised_at + (expires - alert.event_time)))
         _sub(info, "senderName", "citywatch")
         _sub(info, "headline", (headline or alert.message)[:160])
         _sub(info, "description", alert.message)
         lineage = [("rule_id", alert.rule_id), ("rule_version", alert.rule_version),
                    ("model_id", alert.model_id), ("model_version", alert.model_version),
                    ("entity_id", alert.entity_id),
+                   ("event_time", cap_time(alert.event_time) if self.status != "Actual"
+                    else None),
                    ("source_event_ids", " ".join(alert.source_event_ids))]
         for name, value in lineage:
             if value:

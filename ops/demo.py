@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -41,9 +42,15 @@ def demo_feeds() -> list[Path]:
     return sorted((DEMO_DIR / "feeds").glob("*.yaml"))
 
 
+Progress = Callable[[dict[str, Any]], None]
+
+
 def run_demo(settings: Settings, *, feeds: list[Path] | None = None,
-             started: float | None = None, timeout: float = 180.0) -> dict[str, Any]:
-    """Run the demo end to end and return its summary (see module docstring)."""
+             started: float | None = None, timeout: float = 180.0,
+             on_progress: Progress | None = None) -> dict[str, Any]:
+    """Run the demo end to end and return its summary (see module docstring).
+    ``on_progress`` sees, as it goes, the events produced per domain, the alerts emitted
+    so far and each stage's lag."""
     started = time.monotonic() if started is None else started
     feeds = feeds or demo_feeds()
     if not feeds:
@@ -66,12 +73,20 @@ def run_demo(settings: Settings, *, feeds: list[Path] | None = None,
         watch = stack.enter_context(TopicWatch(bootstrap, topics.alerts))
         worker = stack.enter_context(
             WorkerProcess(settings, bootstrap, settings.data_dir / "worker.log"))
+
+        def tell(lags: dict[str, int] | None = None) -> None:
+            if on_progress is not None:
+                on_progress({"events_by_domain": dict(report.events_by_domain),
+                             "alerts_emitted": watch.count, "lag": lags or {},
+                             "elapsed_seconds": round(time.monotonic() - started, 1)})
+
         for feed in feeds:
             produce(FileSource(load_feed(feed)), bootstrap, topics, report=report,
                     partitions=settings.topic_partitions)
+            tell()
         try:
             wait_until_drained(admin, settings, timeout=timeout, alive=worker.alive,
-                               owed=Outbox(store).due)
+                               owed=Outbox(store).due, observe=tell)
         except PipelineStalled as exc:
             raise PipelineStalled(f"{exc}\n--- worker log ---\n{worker.log_tail()}") from None
         dead_letters = sum(admin.end_offsets([topics.deadletter]).values()) - dead_before

@@ -13,29 +13,20 @@ import time
 from collections.abc import Callable
 
 from citywatch.ops.settings import Settings
-from citywatch.streams.ingest import ingest_group
 from citywatch.streams.kafka_admin import KafkaAdmin
+from citywatch.streams.lag import stage_lags
 
 
 class PipelineStalled(RuntimeError):
     """The pipeline did not drain in time, or the worker died."""
 
 
-def stage_lags(admin: KafkaAdmin, settings: Settings) -> dict[str, int]:
-    """Unprocessed messages per stage, upstream first."""
-    topics = settings.topics
-    return {
-        "ingest": admin.group_lag(ingest_group(settings), topics.raw_all),
-        "rules": admin.group_lag(settings.app_id, [topics.events]),
-        "store": admin.group_lag(settings.app_id, [topics.alerts]),
-    }
-
-
 def wait_until_drained(admin: KafkaAdmin, settings: Settings, *, timeout: float = 180.0,
                        alive: Callable[[], bool] = lambda: True,
-                       poll: float = 0.2, owed: Callable[[], int] = lambda: 0) -> None:
+                       poll: float = 0.2, owed: Callable[[], int] = lambda: 0,
+                       observe: Callable[[dict[str, int]], None] | None = None) -> None:
     """Block until every stage has zero lag, and nothing ``owed`` (deliveries due to
-    teams), twice in a row."""
+    teams), twice in a row; ``observe`` sees the lags at every poll."""
     deadline = time.monotonic() + timeout
     clean = 0
     lags: dict[str, int] = {}
@@ -44,6 +35,8 @@ def wait_until_drained(admin: KafkaAdmin, settings: Settings, *, timeout: float 
             raise PipelineStalled("the worker process exited")
         lags = stage_lags(admin, settings)
         lags["deliveries"] = owed()
+        if observe is not None:
+            observe(lags)
         clean = clean + 1 if not any(lags.values()) else 0
         if clean >= 2:
             return

@@ -14,10 +14,12 @@ Example:
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from citywatch.streams.settings import CommaList, StreamSettings
 
@@ -27,12 +29,16 @@ DEMO_DIR = Path(__file__).parent / "demo"
 class Settings(StreamSettings):
     """citywatch configuration; every field can be set as ``CITYWATCH_<FIELD>``."""
 
-    database_url: str = Field(default="sqlite:///citywatch.db",
-                              description="SQLAlchemy URL of the incident store.")
+    database_url: str = Field(default="", description="SQLAlchemy URL of the incident "
+                                                      "store (default: SQLite "
+                                                      "citywatch.db in the data directory).")
     rules_path: Path = Field(default=DEMO_DIR / "rules.yaml",
                              description="Rule set (YAML) with its zone layers.")
     cap_sender: str = Field(default="citywatch@city.example", pattern=r"^[^\s,<&]+$",
                             description="CAP <sender> of exported alerts.")
+    cap_status: Literal["Actual", "Exercise", "Test", "System", "Draft"] = Field(
+        default="Actual", description="CAP <status> of exported alerts: 'Exercise' or "
+                                      "'Test' for a sandbox or a replay of history.")
     rules_approval: Literal["auto", "required", "off"] = Field(
         default="auto", description="Two-person approval of rule changes: 'required', "
                                     "'off', or 'auto' (required once more than one admin "
@@ -56,3 +62,36 @@ class Settings(StreamSettings):
     api_cors_origins: CommaList = Field(
         default=[], description="Origins allowed cross-origin requests (comma-separated); "
                                 "none by default.")
+
+    @model_validator(mode="after")
+    def _default_store(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.default_store_path}"
+        return self
+
+    @property
+    def default_store_path(self) -> Path:
+        """Where the default SQLite store lives: ``<data_dir>/citywatch.db``."""
+        return self.data_dir / "citywatch.db"
+
+
+NOT_SETTINGS = frozenset({
+    "CITYWATCH_TOKEN",  # the CLI's API token (rules, tokens commands)
+    "CITYWATCH_TEST_DATABASE_URL", "CITYWATCH_SHARED_DATA",  # the test suite's
+})
+"""``CITYWATCH_*`` variables that are read, but not as settings."""
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """Each ``CITYWATCH_*`` variable that is no setting, with the closest setting's name.
+
+    >>> unknown_variables({"CITYWATCH_API_PROT": "8081", "CITYWATCH_API_PORT": "8081"})
+    [('CITYWATCH_API_PROT', 'CITYWATCH_API_PORT')]
+    """
+    fields = [name.upper() for name in Settings.model_fields]
+    unknown = sorted(name for name in environ if name.upper().startswith("CITYWATCH_")
+                     and name.upper()[10:] not in fields and name.upper() not in NOT_SETTINGS)
+    closest = {name: difflib.get_close_matches(name.upper()[10:], fields, n=1, cutoff=0.7)
+               for name in unknown}
+    return [(name, f"CITYWATCH_{closest[name][0]}" if closest[name] else None)
+            for name in unknown]

@@ -28,7 +28,7 @@ from citywatch.ops.store.forecast_models import ModelRegistry
 from citywatch.ops.store.outage import OUTAGE_ERRORS, store_outage
 from citywatch.ops.store.outbox import Outbox
 from citywatch.ops.store.rulesets import AppliedRuleSet, RuleSetBook
-from citywatch.ops.store.store import IncidentStore
+from citywatch.ops.store.store import IncidentStore, shown_url
 from citywatch.rules.engine import RuleEngine
 from citywatch.rules.loader import load_ruleset
 from citywatch.rules.model import Correlate, RuleSet, Window
@@ -159,6 +159,9 @@ class RegistryModelSource:
         swapped = self.forecasts.refresh(self.registry.newest_grids())
         return [f"{key} -> {self.forecasts.grids[key].model_version}" for key in swapped]
 
+    def versions(self) -> dict[str, str]:
+        return {key: grid.model_version for key, grid in self.forecasts.grids.items()}
+
 
 class StoreSink:
     """The incident store as the worker's alert sink: outages (connection refused or
@@ -212,4 +215,5 @@ def build_pipeline(settings: Settings, bootstrap: str | None = None) -> Pipeline
     models = RegistryModelSource(ModelRegistry(store), forecasts)
     outbox = Outbox(store)
     return Pipeline(settings, bootstrap, rules=rules, models=models,
-                    alerts=StoreSink(store, outbox), deliveries=outbox)
+                    alerts=StoreSink(store, outbox), deliveries=outbox,
+                    ready_note=f"; store {shown_url(settings.database_url)}")

@@ -23,7 +23,7 @@ import operator
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from string import Formatter
 from typing import Any
 
@@ -584,6 +584,7 @@ class RuleEngine:
             event=rule.alert.event or rule.description or rule.id,
             message=_render(rule.alert.message, values),
             entity_id=event.entity_id, event_time=event.time, raised_at=raised_at,
+            expires_at=event.time + timedelta(seconds=rule.alert.valid_for),
             source_event_ids=sources, source_origins=frame.origins_of(
                 sources, outcome.origins if outcome is not None else None),
             evaluation={k: v for k, v in outcome.values.items()
@@ -615,6 +616,7 @@ class RuleEngine:
             event=rule.alert.event or rule.description or rule.id,
             message=_render(rule.alert.message, values), entity_id=outcome.group,
             event_time=event_time, raised_at=raised_at,
+            expires_at=event_time + timedelta(seconds=rule.alert.valid_for),
             source_event_ids=outcome.source_ids,
             source_origins=frame.origins_of(outcome.source_ids, outcome.origins)
             if frame is not None else [outcome.origins.get(e, "") for e in outcome.source_ids],

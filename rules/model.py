@@ -47,6 +47,7 @@ def _seconds(value: Any) -> Any:
 
 
 Duration = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
+DEFAULT_VALIDITY_SECONDS = 86400.0
 """A duration in seconds; YAML may write ``15m``, ``24h``, ``7d``."""
 
 
@@ -320,6 +321,9 @@ class AlertSpec(_Strict):
     zone_layer: str | None = None
     dedupe_key: str | None = None
     cooldown: Duration | None = None
+    valid_for: Duration = Field(default=DEFAULT_VALIDITY_SECONDS, description=
+                                "How long after its event the alert stays valid (CAP "
+                                "<expires>); default 24 h.")
     until_clear: bool = False
     clear_when: Condition | None = None
 
@@ -345,9 +349,13 @@ class Rule(_Strict):
 
     @property
     def version(self) -> str:
-        """Hash of the normalised definition: any change gives a new version."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True,
-                               separators=(",", ":"))
+        """Hash of the normalised definition: any change gives a new version. (Fields
+        added to the language since, left at their defaults, are left out: versions of
+        existing rules stay what they were.)"""
+        data = self.model_dump(mode="json")
+        if self.alert.valid_for == DEFAULT_VALIDITY_SECONDS:
+            del data["alert"]["valid_for"]
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
     def conditions(self) -> list[Condition]:
@@ -443,8 +451,11 @@ class RuleSet(_Strict):
     def version(self) -> str:
         """Hash of the whole normalised rule set and of its layer files' content (when
         the loader read them; their file names otherwise)."""
-        canonical = json.dumps(self.model_dump(mode="json", exclude={"zones", "sites"}),
-                               sort_keys=True, separators=(",", ":"))
+        data = self.model_dump(mode="json", exclude={"zones", "sites"})
+        for rule, dumped in zip(self.rules, data["rules"], strict=True):
+            if rule.alert.valid_for == DEFAULT_VALIDITY_SECONDS:  # as in Rule.version
+                del dumped["alert"]["valid_for"]
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         layers = json.dumps(
             [[z.layer, self._digests.get(f"zones:{z.layer}", z.path.name)] for z in self.zones]
             + [[s.layer, self._digests.get(f"sites:{s.layer}", s.path.name)]

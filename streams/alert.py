@@ -50,6 +50,7 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
     model_version: str | None = None
     source_origins: list[str] = []  # where each source event came from, "" if unknown
     evaluation: dict[str, AttributeValue] = {}  # what a stateful or forecast rule computed
+    expires_at: datetime | None = None  # event_time + the rule's valid_for
 
 
 _encoder = msgspec.json.Encoder()

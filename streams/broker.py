@@ -72,12 +72,13 @@ def wait_for_metadata(bootstrap: str, timeout: float = 20.0) -> None:
     raise BrokerStartError(f"no Kafka metadata from {bootstrap} in {timeout}s: {last_error}")
 
 
-def port_taken(port: int) -> bool:
-    """Whether something already listens on ``127.0.0.1:port``."""
-    with socket.socket() as probe:
+def port_taken(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something already listens on ``host:port``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is free
         try:
-            probe.bind(("127.0.0.1", port))
+            probe.bind((host, port))
         except OSError:
             return True
     return False

@@ -30,6 +30,7 @@ from mode import Service
 from citywatch.streams.batch import encode_batch
 from citywatch.streams.deadletter import DeadLetter, encode_deadletter
 from citywatch.streams.envelope import Envelope, EnvelopeError, decode_envelope
+from citywatch.streams.metrics import WorkerMetrics
 from citywatch.streams.settings import StreamSettings
 
 log = logging.getLogger(__name__)
@@ -115,9 +116,11 @@ def frames_of(pairs: list[tuple[Envelope, ConsumerRecord[bytes, bytes]]],
 class RawIngest(Service):
     """The ``raw.* → events`` stage as a mode service, run beside the Faust app."""
 
-    def __init__(self, settings: StreamSettings, bootstrap: str, **kwargs: object) -> None:
+    def __init__(self, settings: StreamSettings, bootstrap: str,
+                 metrics: WorkerMetrics | None = None, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.settings = settings
+        self.metrics = metrics or WorkerMetrics()
         self.bootstrap = bootstrap
         self.topics = settings.topics
         self.consumer: AIOKafkaConsumer | None = None
@@ -184,6 +187,7 @@ class RawIngest(Service):
         good, bad = split_records(records,
                                   max_ahead=self.settings.event_time_max_ahead_seconds,
                                   floor=self.settings.event_time_floor)
+        refused = len(bad)
         parts = sorted(await self.producer.partitions_for(self.topics.events))
         by_partition: dict[int, list[tuple[Envelope, ConsumerRecord[bytes, bytes]]]] = \
             defaultdict(list)
@@ -199,6 +203,11 @@ class RawIngest(Service):
                 for frame in frames:
                     futures.append(await self.producer.send(self.topics.events, frame,
                                                             partition=partition))
+        unframed = len(bad) - refused
+        counted = self.metrics.records
+        counted.labels(stage="ingest", direction="in").inc(len(records))
+        counted.labels(stage="ingest", direction="out").inc(len(good) - unframed)  # events
+        self.metrics.dead_letters.labels(stage="ingest").inc(len(bad))
         for letter in bad:
             log.warning("dead-letter %s: %s%s", letter.locator,
                         f"field '{letter.field}': " if letter.field else "", letter.error)

@@ -22,7 +22,7 @@ from types import TracebackType
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 
 class KafkaAdmin:
@@ -30,9 +30,11 @@ class KafkaAdmin:
 
     def __init__(self, bootstrap: str, *, timeout_ms: int = 30_000) -> None:
         self._admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="citywatch-admin",
-                                       request_timeout_ms=timeout_ms)
+                                       request_timeout_ms=timeout_ms,
+                                       bootstrap_timeout_ms=timeout_ms)
         self._consumer = KafkaConsumer(bootstrap_servers=bootstrap,
                                        client_id="citywatch-offsets",
+                                       bootstrap_timeout_ms=timeout_ms,
                                        request_timeout_ms=timeout_ms + 1000,
                                        auto_offset_reset="earliest",
                                        allow_auto_create_topics=False)
@@ -101,6 +103,34 @@ class KafkaAdmin:
                 break
         return true_end
 
+    def count_since(self, topic: str, since_ms: int) -> int:
+        """How many records of ``topic`` carry a timestamp at or after ``since_ms``
+        (found by bisecting each partition's offsets on record timestamps: the embedded
+        broker answers a time-based offset lookup with the log start)."""
+        total = 0
+        for tp, end in self.end_offsets([topic]).items():
+            low = self._consumer.beginning_offsets([tp]).get(tp, 0)
+            high = end
+            while low < high:
+                middle = (low + high) // 2
+                stamp = self._timestamp_at(tp, middle)
+                if stamp is None or stamp >= since_ms:
+                    high = middle
+                else:
+                    low = middle + 1
+            total += end - low
+        return total
+
+    def _timestamp_at(self, tp: TopicPartition, offset: int) -> int | None:
+        """The timestamp of the first record at or after ``offset`` (None: none came)."""
+        self._consumer.assign([tp])
+        self._consumer.seek(tp, offset)
+        for _ in range(10):
+            records = self._consumer.poll(timeout_ms=200, max_records=1).get(tp, [])
+            if records:
+                return int(records[0].timestamp)
+        return None
+
     def read_partition(self, topic: str, partition: int, timeout_s: float = 60.0,
                        ) -> list[tuple[bytes | None, bytes]]:
         """Every ``(key, value)`` of one partition, from the start to its true end."""
@@ -144,6 +174,24 @@ class KafkaAdmin:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def broker_problem(bootstrap: str, timeout_s: float = 8.0) -> str | None:
+    """Why no Kafka broker at ``bootstrap`` answers a metadata request within
+    ``timeout_s`` (``None``: one does)."""
+    timeout_ms = int(timeout_s * 1000)
+    try:
+        client = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="citywatch-check",
+                                  request_timeout_ms=timeout_ms,
+                                  bootstrap_timeout_ms=timeout_ms)
+        try:
+            client.list_topics()
+        finally:
+            client.close()
+    except KafkaError as exc:
+        said = str(exc).splitlines()[0] if str(exc) else ""
+        return said if said.startswith(type(exc).__name__) else f"{type(exc).__name__}: {said}"
+    return None
 
 
 def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int = 1) -> None:

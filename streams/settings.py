@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
+import platformdirs
 from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -45,8 +46,11 @@ class StreamSettings(BaseSettings):
     topic_prefix: str = Field(default="citywatch.", description="Prefix of every topic name.")
     topic_partitions: int = Field(default=1, ge=1, description="Partitions of created topics.")
     app_id: str = Field(default="citywatch", description="Faust app id / consumer group.")
-    data_dir: Path = Field(default=Path(".citywatch"),
-                           description="Worker state directory (Faust data dir).")
+    data_dir: Path = Field(
+        default_factory=lambda: platformdirs.user_data_path("citywatch"),
+        description="Where citywatch keeps its state: the default SQLite store, connector "
+                    "checkpoints, worker state and logs (default: the user data directory, "
+                    "e.g. ~/.local/share/citywatch).")
     batch_max_events: int = Field(default=500, ge=1,
                                   description="Envelopes per internal micro-batch.")
     batch_max_wait_ms: int = Field(default=20, ge=0,
@@ -60,7 +64,12 @@ class StreamSettings(BaseSettings):
         description="Longest time a worker's fetch waits for new data (Faust's fixed 1.5 s "
                     "stalls the embedded broker's agents).")
     commit_interval: float = Field(default=0.5, gt=0, description="Offset commit interval (s).")
-    log_level: str = Field(default="warn", description="Worker log level.")
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535,
+        description="Serve the worker's Prometheus metrics on this port (/metrics); unset: "
+                    "none.")
+    log_level: Literal["critical", "error", "warn", "info", "debug"] = Field(
+        default="warn", description="Worker log level.")
     rules_poll_seconds: float = Field(default=2.0, gt=0,
                                       description="How often workers look for a newly "
                                                   "applied rule set.")

@@ -19,6 +19,9 @@ import asyncio
 import gc
 import logging
 import os
+import sys
+import threading
+import time
 from collections.abc import AsyncIterator, Collection, Sequence
 from typing import Any, NoReturn, Protocol
 
@@ -33,6 +36,8 @@ from citywatch.streams.deadletter import DeadLetter, encode_deadletter
 from citywatch.streams.envelope import Envelope, encode_envelope
 from citywatch.streams.ingest import RawIngest
 from citywatch.streams.kafka_admin import KafkaAdmin, ensure_topics
+from citywatch.streams.lag import stage_lags
+from citywatch.streams.metrics import WorkerMetrics
 from citywatch.streams.routing import Deliverer, Delivery, DeliveryQueue
 from citywatch.streams.rule_state import ChangelogState, encode_writes
 from citywatch.streams.settings import StreamSettings
@@ -81,6 +86,10 @@ class ModelSource(Protocol):
 
     def refresh(self) -> list[str]:
         """Swap in newer models; returns a description of each swap."""
+        ...
+
+    def versions(self) -> dict[str, str]:
+        """The model version in use per series."""
         ...
 
 
@@ -169,10 +178,11 @@ def make_faust_app(settings: StreamSettings, bootstrap: str) -> faust.App:
     session timeout on a first join), short fetch waits and frequent commits. It never
     declares topics: citywatch creates them with the configured partition counts."""
     set_fetch_max_wait(settings.fetch_max_wait_ms)
+    (settings.data_dir / "worker").mkdir(parents=True, exist_ok=True)  # Faust makes one level
     session = settings.broker_session_timeout
     return faust.App(
         settings.app_id, broker=faust_broker_urls(bootstrap), store="memory://",
-        datadir=str(settings.data_dir), web_enabled=False, autodiscover=False,
+        datadir=str(settings.data_dir / "worker"), web_enabled=False, autodiscover=False,
         topic_partitions=settings.topic_partitions, topic_allow_declare=False,
         broker_session_timeout=session, broker_rebalance_timeout=session,
         broker_heartbeat_interval=max(0.1, session / 6),
@@ -184,8 +194,12 @@ class Pipeline:
     """Everything one worker process runs, wired by the composition root."""
 
     def __init__(self, settings: StreamSettings, bootstrap: str, *, rules: RuleSource,
-                 models: ModelSource, alerts: AlertSink, deliveries: DeliveryQueue) -> None:
+                 models: ModelSource, alerts: AlertSink, deliveries: DeliveryQueue,
+                 ready_note: str = "", metrics: WorkerMetrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics or WorkerMetrics()
+        self.ready_note = ready_note
+        self._ready_said = False
         self.bootstrap = bootstrap
         self.rules = rules
         self.models = models
@@ -194,12 +208,14 @@ class Pipeline:
         self.rule_state = ChangelogState()
         self.models.refresh()
         self.engine = rules.load(self.rule_state)
+        self.metrics.set_ruleset(self.engine.version)
+        self.metrics.set_models(models.versions())
         self.deliverer = Deliverer(deliveries, self._send_team, self._dead_letter_delivery,
                                    timeout=settings.webhook_timeout_seconds,
                                    max_attempts=settings.webhook_max_attempts,
                                    backoff=settings.webhook_backoff_seconds,
                                    policy=WebhookPolicy(settings.webhook_allow))
-        self.ingest = RawIngest(settings, self.bootstrap)
+        self.ingest = RawIngest(settings, self.bootstrap, self.metrics)
         topics = settings.topics
         self.events_topic = self.app.topic(topics.events, value_serializer="raw",
                                            key_serializer="raw")
@@ -220,7 +236,21 @@ class Pipeline:
         self.app.timer(interval=settings.broker_check_seconds, name="watch_broker")(
             self.watch_broker)
         self.app.timer(interval=settings.delivery_poll_seconds, name="deliver")(self.deliver)
+
         self.app.on_before_shutdown.connect(self._close_deliveries)
+        self.app.on_partitions_assigned.connect(self._say_ready)
+
+    async def _say_ready(self, app: faust.App, *args: object, **kwargs: object) -> None:
+        """One line on stdout once the worker has its partitions: what it consumes, the
+        rule-set version and (from the composition root) its store."""
+        if self._ready_said:
+            return
+        self._ready_said = True
+        topics = self.settings.topics
+        out = sys.__stdout__ or sys.stdout  # Faust turns sys.stdout into warnings
+        out.write(f"ready: consuming {topics.raw('*')}, {topics.events}, {topics.alerts}; "
+                  f"rules version {self.engine.version}{self.ready_note}\n")
+        out.flush()
 
     async def _close_deliveries(self, app: faust.App, **kwargs: object) -> None:
         await self.deliverer.close()
@@ -268,6 +298,7 @@ class Pipeline:
         if engine is not None:
             log.warning("rules reloaded: %s -> %s", current, engine.version)
             self.engine = engine
+            self.metrics.set_ruleset(engine.version)
 
     async def watch_broker(self) -> None:
         """Exit (status 75) when the broker cannot serve this worker any more, rather
@@ -275,6 +306,19 @@ class Pipeline:
         problem = await asyncio.to_thread(self.broker_watch.check)
         if problem is not None:
             self._exit_broker_lost(problem)
+
+    def measure_lag(self) -> None:
+        """Each stage's consumer lag, for the metrics, every broker check interval from
+        the start (a thread: the backlog a worker starts with is measured too)."""
+        while True:
+            try:
+                with KafkaAdmin(self.bootstrap, timeout_ms=5000) as admin:
+                    while True:
+                        self.metrics.set_lags(stage_lags(admin, self.settings))
+                        time.sleep(self.settings.broker_check_seconds)
+            except Exception as exc:  # the broker away: the watch handles it
+                log.info("lag not measured: %s", exc)
+                time.sleep(self.settings.broker_check_seconds)
 
     def _exit_broker_lost(self, problem: str) -> NoReturn:
         log.critical("worker cannot go on: %s; exiting with status %d for the supervisor "
@@ -293,6 +337,7 @@ class Pipeline:
             return
         if swapped:
             log.warning("forecast models swapped: %s", ", ".join(swapped))
+            self.metrics.set_models(self.models.versions())
 
     async def evaluate(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         """events (micro-batches) → rules → one alert per message on ``alerts``.
@@ -311,9 +356,11 @@ class Pipeline:
                     self._exit_broker_lost(f"the rule-state changelog of partition "
                                            f"{partition} cannot be read: {exc}")
             where = f"{event.message.topic}/{partition}@{event.message.offset}"
+            started = time.perf_counter()
             try:
-                result = self.engine.process(decode_frame(event.value),
-                                             position=event.message.offset)
+                frame = decode_frame(event.value)
+                self.metrics.records.labels(stage="rules", direction="in").inc(frame.size)
+                result = self.engine.process(frame, position=event.message.offset)
             except Exception as exc:  # one frame must never stop the stage for good
                 log.exception("rules failed on frame %s; dead-lettered", where)
                 await self._dead_letter("rules", self.settings.topics.events, where,
@@ -321,6 +368,9 @@ class Pipeline:
                                         f"{exc}", bytes(event.value))
                 yield None
                 continue
+            self.metrics.rule_evaluation.observe(time.perf_counter() - started)
+            self.metrics.records.labels(stage="rules", direction="out").inc(len(result.alerts))
+            self.metrics.dead_letters.labels(stage="rules").inc(len(result.late))
             sent = [await self.alerts_topic.send(
                 key=alert.id.encode(), value=fit_alert(alert, self.settings.max_alert_bytes))
                 for alert in result.alerts]
@@ -362,6 +412,7 @@ class Pipeline:
         the same transaction), so a replay sends nothing to teams again.
         """
         async for values in stream.take(500, within=0.2):
+            self.metrics.records.labels(stage="store", direction="in").inc(len(values))
             alerts: list[Alert] = []
             for value in values:
                 try:
@@ -369,7 +420,8 @@ class Pipeline:
                 except msgspec.MsgspecError as exc:
                     await self._dead_letter("store", self.settings.topics.alerts, "alerts",
                                             f"not an alert: {exc}", bytes(value))
-            await self._write(alerts)
+            new = await self._write(alerts)
+            self.metrics.records.labels(stage="store", direction="out").inc(len(new))
             yield None
 
     async def _write(self, alerts: list[Alert]) -> set[str]:
@@ -379,7 +431,8 @@ class Pipeline:
         delay = 0.5
         while True:
             try:
-                return set(await asyncio.to_thread(self.sink.add_new_alerts, alerts))
+                with self.metrics.store_write.time():
+                    return set(await asyncio.to_thread(self.sink.add_new_alerts, alerts))
             except SinkUnavailable as exc:
                 log.warning("incident store unavailable (%s); %d alerts wait, retrying in "
                             "%.1f s (not consuming meanwhile)", exc, len(alerts), delay)
@@ -398,6 +451,7 @@ class Pipeline:
 
     async def _dead_letter(self, stage: str, source: str, locator: str, error: str,
                            raw: bytes) -> None:
+        self.metrics.dead_letters.labels(stage=stage).inc()
         letter = DeadLetter(stage=stage, source=source, locator=locator, error=error[:2000],
                             raw=raw[:1_000_000].decode("utf-8", "replace"))
         await self.deadletter_topic.send(value=encode_deadletter(letter))
@@ -410,6 +464,9 @@ class Pipeline:
         # in collections
         gc.freeze()
         gc.set_threshold(50_000, 20, 20)
+        if self.settings.metrics_port is not None:
+            self.metrics.serve(self.settings.metrics_port)
+            threading.Thread(target=self.measure_lag, name="measure-lag", daemon=True).start()
         worker = faust.Worker(self.app, self.ingest, loglevel=self.settings.log_level,
                               quiet=True)
         worker.execute_from_commandline()

@@ -129,6 +129,28 @@ def test_subscriptions_and_atom_feed(api) -> None:
     replaced = client.put(f"/subscriptions/{sid}", json={**body, "zones": ["Queens"]},
                           headers=h["operator"])
     assert replaced.json()["zones"] == ["Queens"]
+    misspelt = client.post("/subscriptions", json={**body, "zones": ["Bronxx"]},
+                           headers=h["operator"])
+    assert misspelt.status_code == 422
+    assert "unknown zone 'Bronxx' (did you mean 'Bronx'" in misspelt.json()["detail"][0]["msg"]
+    lower = client.post("/subscriptions", json={**body, "team": "air2", "zones": ["bronx"]},
+                        headers=h["operator"])
+    assert lower.json()["zones"] == ["Bronx"]  # filed as the layer spells it
+    assert client.get("/feeds/nobody.atom", headers=h["viewer"]).status_code == 404
+    # a feed reader's secret URL: no token, revocable
+    issued = client.post(f"/subscriptions/{sid}/feed-key", headers=h["operator"])
+    assert issued.status_code == 201
+    url = issued.json()["feed_url"]
+    path = url.split("://", 1)[1].split("/", 1)[1]
+    keyed = client.get("/" + path)
+    assert keyed.status_code == 200
+    assert len(etree.fromstring(keyed.content).findall(
+        "{http://www.w3.org/2005/Atom}entry")) == 1  # Queens, without a token
+    assert client.post(f"/subscriptions/{sid}/feed-key", headers=h["viewer"]
+                       ).status_code == 403
+    assert client.delete(f"/subscriptions/{sid}/feed-key", headers=h["operator"]
+                         ).status_code == 204
+    assert client.get("/" + path).status_code == 404
     assert client.delete(f"/subscriptions/{sid}", headers=h["operator"]).status_code == 204
     assert client.get(f"/subscriptions/{sid}", headers=h["viewer"]).status_code == 404
 
@@ -193,6 +215,8 @@ MUTATING = [("post", "/incidents/{id}/acknowledge", None, RESPONDERS),
             ("post", "/subscriptions", {"team": "air"}, RESPONDERS),
             ("put", "/subscriptions/{id}", {"team": "air"}, RESPONDERS),
             ("delete", "/subscriptions/{id}", None, RESPONDERS),
+            ("post", "/subscriptions/{id}/feed-key", None, RESPONDERS),
+            ("delete", "/subscriptions/{id}/feed-key", None, RESPONDERS),
             ("post", "/rules/proposals", {"rules": "rules: []"}, ("viewer", "operator")),
             ("post", "/rules/versions/{version}/approve", None,
              ("viewer", "operator", "analyst")),

@@ -68,3 +68,51 @@ def test_proximity_alert_carries_its_circle() -> None:
     root = etree.fromstring(CapWriter("citywatch@city.example").alert(alert))
     circle = root.findtext(f"{{{CAP_NS}}}info/{{{CAP_NS}}}area/{{{CAP_NS}}}circle")
     assert circle == "37.774900,-122.419400 100"
+
+
+def _quake_alert(valid_for: str | None):  # noqa: ANN202 - an Alert
+    from datetime import UTC, datetime
+
+    from citywatch.rules.engine import RuleEngine
+    from citywatch.rules.model import RuleSet
+    from citywatch.streams.envelope import make_envelope
+
+    spec = {"severity": "Minor", "category": "Geo", "message": "M{mag}"}
+    if valid_for is not None:
+        spec["valid_for"] = valid_for
+    engine = RuleEngine(RuleSet.model_validate({"rules": [{
+        "id": "any-quake", "domain": "disaster",
+        "condition": {"type": "threshold", "attribute": "mag", "op": ">=", "value": 2},
+        "alert": spec}]}), ZoneIndex([]))
+    quake = make_envelope(source="usgs", source_record_id="nc1", domain="disaster",
+                          kind="earthquake.reported", time=datetime(2023, 8, 1, tzinfo=UTC),
+                          entity_id="nc1", attributes={"mag": 3.0},
+                          geometry={"type": "Point", "coordinates": [-122.27, 37.87]})
+    (alert,) = engine.evaluate([quake])
+    return alert
+
+
+def test_cap_expires_follows_the_rules_validity_and_status_follows_the_deployment() -> None:
+    from datetime import timedelta
+
+    info = f"{{{CAP_NS}}}info/{{{CAP_NS}}}"
+    two_hours = _quake_alert("2h")
+    assert two_hours.expires_at == two_hours.event_time + timedelta(hours=2)
+    root = etree.fromstring(CapWriter("citywatch@city.example").alert(two_hours))
+    assert root.findtext(f"{{{CAP_NS}}}status") == "Actual"
+    assert root.findtext(f"{info}effective") == cap_time(two_hours.event_time)
+    assert root.findtext(f"{info}expires") == cap_time(two_hours.event_time
+                                                        + timedelta(hours=2))
+    default = _quake_alert(None)
+    assert default.expires_at == default.event_time + timedelta(hours=24)
+    # a replay of 2023 data in a sandbox: an exercise, valid from when it was raised
+    writer = CapWriter("citywatch@city.example", status="Exercise")
+    root = etree.fromstring(writer.alert(two_hours))
+    writer.validate(writer.alert(two_hours))
+    assert root.findtext(f"{{{CAP_NS}}}status") == "Exercise"
+    assert root.findtext(f"{info}effective") == cap_time(two_hours.raised_at)
+    assert root.findtext(f"{info}expires") == cap_time(two_hours.raised_at
+                                                        + timedelta(hours=2))
+    params = {p.findtext(f"{{{CAP_NS}}}valueName"): p.findtext(f"{{{CAP_NS}}}value")
+              for p in root.iter(f"{{{CAP_NS}}}parameter")}
+    assert params["event_time"] == cap_time(two_hours.event_time)

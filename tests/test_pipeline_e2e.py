@@ -30,7 +30,11 @@ def test_demo_alerts_in_every_domain_and_replay_is_idempotent(settings: Settings
     store.create_schema()
     SubscriptionBook(store).create(SubscriptionIn(team="health", categories=["Health"],
                                                   min_severity="Moderate"), actor="test")
-    first = run_demo(settings)
+    seen: list[dict] = []
+    first = run_demo(settings, on_progress=seen.append)
+    assert seen[-1]["events_by_domain"] == first["events_by_domain"]  # live progress
+    assert {"ingest", "rules", "store", "deliveries"} <= set(seen[-1]["lag"])
+    assert max(s["lag"].get("ingest", 0) for s in seen) > 0
     for domain in DOMAINS:
         assert first["events_by_domain"][domain] > 0, domain
         assert first["alerts_by_domain"][domain] > 0, domain

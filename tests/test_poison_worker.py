@@ -80,6 +80,12 @@ def test_poison_between_valid_events_through_two_workers(settings: Settings,
         finally:
             codes = [w.stop() for w in workers]
         assert codes == [0, 0]
+        for i in range(2):  # each said once that it is ready, and with what
+            said = (tmp_path / f"worker{i}.log").read_text()
+            assert said.count("ready: consuming ") == 1, said[-2000:]
+            ready = next(line for line in said.splitlines() if line.startswith("ready: "))
+            assert topics.events in ready and "rules version " in ready
+            assert f"store {settings.database_url}" in ready or "store postgresql" in ready
         letters = [decode_deadletter(v) for v in read_topic(bootstrap, topics.deadletter)]
         assert len(letters) == len(POISON)
         assert all(dl.stage == "ingest" and dl.error and

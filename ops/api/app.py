@@ -39,15 +39,18 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import AwareDatetime
 
 from citywatch.ops.api.atom import atom_feed
 from citywatch.ops.api.health import HealthChecks
 from citywatch.ops.api.limits import RequestLimits
+from citywatch.ops.api.metrics import ApiMetrics, CountRequests
 from citywatch.ops.api.models import (
     Alert,
     Assignment,
     DeliveryStatus,
+    FeedUrl,
     Health,
     Incident,
     IncidentDetail,
@@ -63,6 +66,7 @@ from citywatch.ops.api.security import SecurityHeaders
 from citywatch.ops.api.throttle import FailureThrottle
 from citywatch.ops.cap import CapWriter
 from citywatch.ops.explain import as_prov, explain_alert
+from citywatch.ops.live_zones import LiveZones
 from citywatch.ops.settings import Settings
 from citywatch.ops.store.changes import incident_changes, last_change_id
 from citywatch.ops.store.lifecycle import IncidentDesk, IncidentNotFound, InvalidTransition
@@ -152,10 +156,11 @@ def create_api(settings: Settings, store: IncidentStore | None = None) -> FastAP
     desk, book, tokens = IncidentDesk(store), SubscriptionBook(store), TokenBook(store)
     outbox = Outbox(store)
     ruleset = load_ruleset(settings.rules_path)
-    cap = CapWriter(settings.cap_sender, build_zone_index(ruleset))
+    cap = CapWriter(settings.cap_sender, build_zone_index(ruleset), status=settings.cap_status)
     bearer = HTTPBearer(auto_error=False)
     throttle = FailureThrottle(settings.api_auth_failures_per_minute, 60.0)
     webhooks = WebhookPolicy(settings.webhook_allow)
+    live_zones = LiveZones(store, settings)
     checks = HealthChecks(store, bootstrap=settings.kafka_bootstrap,
                           topic=settings.topics.alerts)
 
@@ -176,10 +181,15 @@ def create_api(settings: Settings, store: IncidentStore | None = None) -> FastAP
         return Caller(*found)
 
     def checked(body: SubscriptionIn) -> SubscriptionIn:
+        """The webhook allowed, and the zones known to the live rule set (spelled as its
+        layers spell them)."""
         problem = webhooks.check_url(str(body.webhook_url)) if body.webhook_url else None
         if problem is not None:
             invalid(("body", "webhook_url"), problem, str(body.webhook_url))
-        return body
+        spelled, problems = live_zones.check(body.zones)
+        if problems:
+            invalid(("body", "zones"), "; ".join(problems[:5]), body.zones)
+        return body.model_copy(update={"zones": spelled})
 
     def allowed(roles: frozenset[Role]) -> Any:
         def check(who: Annotated[Caller, Depends(caller)]) -> Caller:
@@ -224,6 +234,15 @@ def create_api(settings: Settings, store: IncidentStore | None = None) -> FastAP
                             status_code=422)
 
     api.include_router(api_rules, responses=ERRORS)
+    metrics = ApiMetrics(store)
+    api.add_middleware(CountRequests, metrics=metrics)
+
+    @api.get("/metrics", response_class=Response,
+             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+    def prometheus_metrics() -> Response:
+        """Prometheus metrics: requests answered, incidents by status, alerts stored, the
+        newest alert's time (no token needed, like ``/health``: counts only)."""
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @api.get("/docs", include_in_schema=False)
     def docs() -> FileResponse:
@@ -424,12 +443,42 @@ def create_api(settings: Settings, store: IncidentStore | None = None) -> FastAP
             raise HTTPException(404, f"subscription '{subscription_id}' not found")
         return Response(status_code=204)
 
-    @api.get("/feeds/{team}.atom", response_class=Response,
-             responses=ERRORS | {200: {"content": {"application/atom+xml": {}}}})
-    def feed(request: Request, team: Annotated[str, Path(pattern=TEAM_PATTERN)],
-             _: Caller = reader) -> Response:
+    @api.post("/subscriptions/{subscription_id}/feed-key", status_code=201,
+              responses=ERRORS | {404: {"model": Problem}})
+    def issue_feed_key(request: Request,
+                       subscription_id: Annotated[str, Path(max_length=36)],
+                       who: Caller = responder) -> FeedUrl:
+        """A secret feed URL for the subscription's Atom feed, for feed readers that
+        cannot send a token; shown in this answer only; a new one replaces the old."""
+        secret = book.issue_feed_key(subscription_id, actor=who.name)
+        if secret is None:
+            raise HTTPException(404, f"subscription '{subscription_id}' not found")
+        return FeedUrl(feed_url=f"{str(request.base_url).rstrip('/')}/feeds/key/"
+                                f"{secret}.atom")
+
+    @api.delete("/subscriptions/{subscription_id}/feed-key", status_code=204,
+                responses=ERRORS | {404: {"model": Problem}})
+    def revoke_feed_key(subscription_id: Annotated[str, Path(max_length=36)],
+                        who: Caller = responder) -> Response:
+        """The secret feed URL stops working at once."""
+        if not book.revoke_feed_key(subscription_id, actor=who.name):
+            raise HTTPException(404, f"subscription '{subscription_id}' has no feed URL")
+        return Response(status_code=204)
+
+    @api.get("/feeds/key/{secret}.atom", response_class=Response,
+             responses={404: {"model": Problem},
+                        200: {"content": {"application/atom+xml": {}}}})
+    def keyed_feed(request: Request, secret: Annotated[str, Path(max_length=100)],
+                   ) -> Response:
+        """A subscription's Atom feed through its secret URL (no token)."""
+        sub = book.by_feed_key(secret)
+        if sub is None:
+            raise HTTPException(404, "no feed at this URL (revoked, or never issued)")
+        return _atom(request, sub.team, [sub])
+
+    def _atom(request: Request, team: str, subs: list[Subscription]) -> Response:
         alerts: dict[str, Any] = {}
-        for sub in book.list(team, active_only=True):
+        for sub in subs:
             for row in recent_alerts(store, domains=list(sub.domains),
                                      categories=list(sub.categories), zones=sub.zones,
                                      min_severity=sub.min_severity):
@@ -437,6 +486,18 @@ def create_api(settings: Settings, store: IncidentStore | None = None) -> FastAP
         newest = sorted(alerts.values(), key=lambda a: (a.raised_at, a.id), reverse=True)[:100]
         body = atom_feed(team, newest, cap.alert, base_url=str(request.base_url).rstrip("/"))
         return Response(body, media_type="application/atom+xml")
+
+    @api.get("/feeds/{team}.atom", response_class=Response,
+             responses=ERRORS | {404: {"model": Problem},
+                                 200: {"content": {"application/atom+xml": {}}}})
+    def feed(request: Request, team: Annotated[str, Path(pattern=TEAM_PATTERN)],
+             _: Caller = reader) -> Response:
+        """The newest alerts (at most 100) any of the team's active subscriptions match;
+        404 for a team with none."""
+        subs = book.list(team, active_only=True)
+        if not subs:
+            raise HTTPException(404, f"team '{team}' has no active subscription")
+        return _atom(request, team, subs)
 
     @api.get("/stream", response_class=StreamingResponse,
              responses=ERRORS | {200: {"content": {"text/event-stream": {}}}})

@@ -227,6 +227,11 @@ class IssuedToken(BaseModel):
     expires_at: datetime | None
 
 
+class FeedUrl(BaseModel):
+    feed_url: str = Field(description="The subscription's secret Atom feed URL: shown "
+                                      "once, only its key's hash is stored.")
+
+
 class Health(BaseModel):
     """``status`` is ``ok`` while the store is (the API serves from it alone)."""
 

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from citywatch.ops.cli.common import load_settings
+from citywatch.ops.cli.common import load_settings, open_store
+from citywatch.ops.cli.exits import USAGE, Failure
 
 if TYPE_CHECKING:
     from citywatch.ops.store.tokens import TokenBook
@@ -26,10 +27,17 @@ def serve(host: Annotated[str | None, typer.Option(
           ) -> None:
     """Serve the responder API."""
     from citywatch.ops.api.server import serve as serve_api
+    from citywatch.streams.broker import port_taken
 
     settings = load_settings()
     overrides = {k: v for k, v in (("api_host", host), ("api_port", port)) if v is not None}
-    serve_api(settings.model_copy(update=overrides))
+    settings = settings.model_copy(update=overrides)
+    if port_taken(settings.api_port, settings.api_host):
+        raise Failure(USAGE, f"configuration error: {settings.api_host}:{settings.api_port} "
+                             "is already in use or cannot be bound; choose another with "
+                             "--port/--host (CITYWATCH_API_PORT, CITYWATCH_API_HOST)")
+    open_store(settings).close()
+    serve_api(settings)
 
 
 @tokens_app.command("add")
@@ -90,9 +98,6 @@ def tokens_revoke(name: str) -> None:
 
 
 def _token_book() -> TokenBook:
-    from citywatch.ops.store.store import IncidentStore
     from citywatch.ops.store.tokens import TokenBook
 
-    store = IncidentStore(load_settings().database_url)
-    store.create_schema()
-    return TokenBook(store)
+    return TokenBook(open_store(load_settings()))

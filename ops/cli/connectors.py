@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from citywatch.ops.cli.common import load_settings
+from citywatch.ops.cli.common import broker_answers_or_exit, load_settings
 
 app = typer.Typer()
 connectors_app = typer.Typer(help="Connectors: list built-ins and plug-ins.",
@@ -61,6 +61,7 @@ def connect(
         typer.echo("configuration error: CITYWATCH_KAFKA_BOOTSTRAP is required "
                    "(or use --dry-run)", err=True)
         raise typer.Exit(2)
+    broker_answers_or_exit(settings.kafka_bootstrap)
     path = checkpoint or settings.data_dir / "checkpoints" / f"{name}-{config.stem}.json"
     if from_start:
         path.unlink(missing_ok=True)
@@ -101,7 +102,9 @@ def deadletter_tail(
     lines: Annotated[int, typer.Option("-n", help="How many of the newest to show.")] = 20,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new ones.")]
     = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="One JSON object per dead letter (stage, source, locator, field, "
+                       "error, raw).")] = False,
 ) -> None:
     """Show the newest dead letters (source, locator, field, reason)."""
     from citywatch.ops.deadletters import tail
@@ -110,6 +113,7 @@ def deadletter_tail(
     if settings.kafka_bootstrap is None:
         typer.echo("configuration error: CITYWATCH_KAFKA_BOOTSTRAP is required", err=True)
         raise typer.Exit(2)
+    broker_answers_or_exit(settings.kafka_bootstrap)
     for letter in tail(settings.kafka_bootstrap, settings.topics.deadletter, lines, follow):
         if as_json:
             import msgspec

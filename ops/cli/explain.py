@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from citywatch.ops.cli.common import load_settings
+from citywatch.ops.cli.common import load_settings, open_store
 
 app = typer.Typer()
 EXIT_UNKNOWN = 4
@@ -22,11 +22,9 @@ def explain(alert_id: str, format: Annotated[Literal["text", "json", "prov"], ty
     compared with the thresholds, the forecast model, the incident and its audit trail.
     Exit 4 when there is no such alert."""
     from citywatch.ops.explain import as_prov, explain_alert
-    from citywatch.ops.store.store import IncidentStore
 
     settings = load_settings()
-    store = IncidentStore(settings.database_url)
-    store.create_schema()
+    store = open_store(settings)
     try:
         explained = explain_alert(store, alert_id, configured=settings.rules_path)
     finally:

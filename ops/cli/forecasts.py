@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from citywatch.ops.cli.common import load_settings
+from citywatch.ops.cli.common import load_settings, open_store
 
 forecasts_app = typer.Typer(help="Forecasts: backtest, train and list models.",
                             no_args_is_help=True)
@@ -30,7 +30,9 @@ def forecasts_evaluate(
     season: Annotated[int, typer.Option(help="Seasonal-naive lag in points.")] = 168,
     holiday_column: Annotated[str | None, typer.Option(
         help="Column naming holidays (used as Prophet holidays).")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="One JSON object: the report (per model MAE, MAPE, coverage; the "
+                       "selection; duplicates, gaps and NA found).")] = False,
 ) -> None:
     """Rolling-origin backtest: Prophet vs seasonal naive, and the model it selects."""
     from citywatch.forecasts.backtest import backtest
@@ -86,7 +88,6 @@ def forecasts_train(
 
     from citywatch.forecasts.training import SeriesSpec, train_many
     from citywatch.ops.store.forecast_models import ModelRegistry
-    from citywatch.ops.store.store import IncidentStore
     from citywatch.streams.kafka_admin import read_topic
 
     try:
@@ -97,8 +98,7 @@ def forecasts_train(
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValidationError) as exc:
         typer.echo(f"configuration error: {config}: {exc}", err=True)
         raise typer.Exit(2) from None
-    store = IncidentStore(load_settings().database_url)
-    store.create_schema()
+    store = open_store(load_settings())
     registry = ModelRegistry(store)
     done_rounds = 0
     try:
@@ -127,10 +127,8 @@ def forecasts_train(
 def forecasts_list() -> None:
     """The newest model of every series in the registry."""
     from citywatch.ops.store.forecast_models import ModelRegistry
-    from citywatch.ops.store.store import IncidentStore
 
-    store = IncidentStore(load_settings().database_url)
-    store.create_schema()
+    store = open_store(load_settings())
     table = Table(title="forecast models")
     for column in ("series", "model", "version", "trained on", "later-folds MAE"):
         table.add_column(column)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from citywatch.ops.cli.common import load_settings, ruleset_or_exit
+from citywatch.ops.cli.common import load_settings, open_store, ruleset_or_exit
 
 if TYPE_CHECKING:
     from citywatch.forecasts.grid import ForecastBook
@@ -101,12 +101,10 @@ def _forecast_book(ruleset: RuleSet) -> ForecastBook:
     """Grids of the registry models the rule set scores against (none needed: empty)."""
     from citywatch.forecasts.grid import ForecastBook
     from citywatch.ops.store.forecast_models import ModelRegistry
-    from citywatch.ops.store.store import IncidentStore
 
     book = ForecastBook()
     if any(rule.forecast_series() for rule in ruleset.rules):
-        store = IncidentStore(load_settings().database_url)
-        store.create_schema()
+        store = open_store(load_settings())
         book.refresh(ModelRegistry(store).newest_grids())
         store.close()
     return book
@@ -286,11 +284,9 @@ def _governed_store(settings: Settings) -> Iterator[tuple[RuleSetBook, IncidentS
         UnknownVersion,
         UnloadableRuleSet,
     )
-    from citywatch.ops.store.store import IncidentStore
     from citywatch.rules.loader import RuleSetError
 
-    store = IncidentStore(settings.database_url)
-    store.create_schema()
+    store = open_store(settings)
     try:
         yield RuleSetBook(store), store
     except RuleSetError as exc:

@@ -17,6 +17,7 @@ from sqlalchemy import Select, func, or_, select
 
 from citywatch.ops.store.schema import AlertRow, AuditRow, IncidentNoteRow, IncidentRow
 from citywatch.ops.store.store import IncidentStore
+from citywatch.streams.envelope import Domain
 from citywatch.streams.vocabulary import SEVERITY_RANK, Severity
 
 Status = Literal["new", "acknowledged", "resolved", "reopened"]
@@ -27,7 +28,7 @@ class IncidentFilter(BaseModel):
 
     status: list[Status] | None = None
     min_severity: Severity | None = None
-    domain: list[str] | None = None
+    domain: list[Domain] | None = None
     zone: list[str] | None = Field(default=None, description="zone ids or names")
     bbox: tuple[float, float, float, float] | None = Field(
         default=None, description="min_lon, min_lat, max_lon, max_lat")
@@ -117,3 +118,38 @@ def recent_alerts(store: IncidentStore, *, domains: list[str] | None = None,
     with store.engine.connect() as conn:
         return conn.execute(query.order_by(AlertRow.raised_at.desc(), AlertRow.id)
                             .limit(limit)).all()
+
+
+class AmbiguousPrefix(LookupError):
+    """More than one id starts with the prefix given."""
+
+
+def resolve_prefix(store: IncidentStore, column: Any, prefix: str,
+                   noun: str = "incident") -> str | None:
+    """The one value of ``column`` (an id) starting with ``prefix``, like git's
+    abbreviated commits; ``None`` when none does; :class:`AmbiguousPrefix` naming the
+    first few when several do."""
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    with store.engine.connect() as conn:
+        found = conn.scalars(select(column).where(column.like(f"{escaped}%", escape="\\"))
+                             .order_by(column).limit(6)).all()
+    if len(found) > 1:
+        shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+        raise AmbiguousPrefix(f"'{prefix}' is the start of several {noun} ids: {shown}")
+    return found[0] if found else None
+
+
+def latest_messages(store: IncidentStore, incident_ids: Sequence[str]) -> dict[str, str]:
+    """The message of each incident's newest alert (what it is about: magnitude, place,
+    reading), by incident id."""
+    if not incident_ids:
+        return {}
+    newest = (select(AlertRow.incident_id, func.max(AlertRow.event_time).label("at"))
+              .where(AlertRow.incident_id.in_(incident_ids))
+              .group_by(AlertRow.incident_id).subquery())
+    query = (select(AlertRow.incident_id, AlertRow.message)
+             .join(newest, (AlertRow.incident_id == newest.c.incident_id)
+                   & (AlertRow.event_time == newest.c.at))
+             .order_by(AlertRow.incident_id, AlertRow.id.desc()))
+    with store.engine.connect() as conn:
+        return {incident: message for incident, message in conn.execute(query).all()}

@@ -119,6 +119,7 @@ class AlertRow(Base):
     area_circle: Mapped[list[float] | None] = mapped_column(JSON)  # lon, lat, radius m
     source_origins: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     evaluation: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class IncidentNoteRow(Base):
@@ -164,6 +165,7 @@ class SubscriptionRow(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    feed_key_hash: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
 
 
 class DeliveryRow(Base):

@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from citywatch.ops.store.locks import lock_change_order
 from citywatch.ops.store.migrate import migrate
@@ -42,6 +42,21 @@ from citywatch.streams.envelope import uuid5_text
 from citywatch.streams.vocabulary import SEVERITY_RANK
 
 _INCIDENT_NAMESPACE = uuid.UUID("a3d0c4a2-6c39-4f1e-b1f4-2f6c0f7f9d51")
+
+
+CONNECT_TIMEOUT_SECONDS = 5
+
+
+def shown_url(url: str) -> str:
+    """``url`` as it may be printed: any password masked.
+
+    >>> shown_url("postgresql://ops:secret@db/city")
+    'postgresql://ops:***@db/city'
+    """
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:  # unparseable: never print what may hold a password
+        return url.rsplit("@", 1)[-1] if "@" in url else url
 
 
 def normalise_url(url: str) -> str:
@@ -54,8 +69,12 @@ def normalise_url(url: str) -> str:
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite files get WAL and a busy timeout for concurrent use."""
     url = normalise_url(url)
-    if make_url(url).get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        # a server that does not answer is reported within seconds, not minutes
+        waits = {} if "connect_timeout" in parsed.query or parsed.get_backend_name() != \
+            "postgresql" else {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+        return create_engine(url, pool_pre_ping=True, connect_args=waits)
     engine = create_engine(url, connect_args={"timeout": 30})
 
     @event.listens_for(engine, "connect")
@@ -282,5 +301,5 @@ def _alert_row(alert: Alert, incident: str) -> dict[str, Any]:
         "zone_id": alert.zone_id, "zone_name": alert.zone_name, "geometry": alert.geometry,
         "attributes": alert.attributes, "source_event_ids": alert.source_event_ids,
         "area_circle": list(alert.area_circle) if alert.area_circle else None,
-        "source_origins": alert.source_origins or None,
+        "source_origins": alert.source_origins or None, "expires_at": alert.expires_at,
         "evaluation": alert.evaluation or None}

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +21,7 @@ from sqlalchemy import delete, select, update
 from citywatch.ops.store.lifecycle import audit
 from citywatch.ops.store.schema import SubscriptionRow
 from citywatch.ops.store.store import IncidentStore
+from citywatch.ops.store.tokens import token_hash
 from citywatch.streams.subscriptions import Subscription, SubscriptionIn
 
 
@@ -73,6 +75,41 @@ class SubscriptionBook:
             audit(conn, actor=actor, action="update", entity_type="subscription",
                   entity_id=subscription_id, detail=_values(data))
         return self.get(subscription_id)
+
+    def issue_feed_key(self, subscription_id: str, *, actor: str) -> str | None:
+        """A new secret for the subscription's feed URL (any earlier one stops working);
+        only its hash is kept. ``None``: no such subscription."""
+        secret = secrets.token_urlsafe(24)
+        with self.store.engine.begin() as conn:
+            done = conn.execute(update(SubscriptionRow)
+                                .where(SubscriptionRow.id == subscription_id)
+                                .values(feed_key_hash=token_hash(secret)))
+            if not done.rowcount:
+                return None
+            audit(conn, actor=actor, action="issue_feed_key", entity_type="subscription",
+                  entity_id=subscription_id, detail={})
+        return secret
+
+    def revoke_feed_key(self, subscription_id: str, *, actor: str) -> bool:
+        """The feed URL stops working; False when there was none."""
+        with self.store.engine.begin() as conn:
+            done = conn.execute(update(SubscriptionRow)
+                                .where(SubscriptionRow.id == subscription_id,
+                                       SubscriptionRow.feed_key_hash.is_not(None))
+                                .values(feed_key_hash=None))
+            if not done.rowcount:
+                return False
+            audit(conn, actor=actor, action="revoke_feed_key", entity_type="subscription",
+                  entity_id=subscription_id, detail={})
+        return True
+
+    def by_feed_key(self, secret: str) -> Subscription | None:
+        """The active subscription whose feed URL carries ``secret``."""
+        with self.store.engine.connect() as conn:
+            row = conn.execute(select(SubscriptionRow).where(
+                SubscriptionRow.feed_key_hash == token_hash(secret),
+                SubscriptionRow.active.is_(True))).one_or_none()
+        return Subscription.model_validate(row) if row is not None else None
 
     def delete(self, subscription_id: str, *, actor: str) -> bool:
         with self.store.engine.begin() as conn:
