@@ -169,19 +169,22 @@ class RuleEngine:
         return result.alerts
 
     def process(self, events: Sequence[Envelope] | ColumnFrame, position: int | None = None,
-                origins: tuple[Sequence[str], Sequence[int]] | None = None) -> Evaluation:
+                origins: tuple[Sequence[str], Sequence[int]] | None = None,
+                envelopes: Sequence[Envelope] | None = None) -> Evaluation:
         """Alerts and late events for one batch read at stream ``position`` (a frame
         replayed at the same position leaves already-updated state alone).
 
         ``origins`` — each event's raw ``topic/partition`` and offset — lets stateful rules
         skip events they already applied that reach them again in a new frame (ingest
-        re-reading raw records after a crash)."""
+        re-reading raw records after a crash). ``envelopes``: the events of a
+        ``ColumnFrame`` built from them (a backtest builds each frame once for two rule
+        sets)."""
         if position is None:
             self._position += 1
             position = self._position
         result = Evaluation([])
         if isinstance(events, ColumnFrame):
-            frame = EventFrame(events, self.zones)
+            frame = EventFrame(events, self.zones, envelopes)
             if origins is None and events.origins:
                 origins = (events.origins, events.offsets)
         else:

@@ -68,6 +68,12 @@ def document_problems(text: str, path: Path) -> list[str]:
                 if event.anchor:
                     sizes[event.anchor] = 1
             elif isinstance(event, yaml.AliasEvent):
+                if any(a == event.anchor for _, a in starts):
+                    return [f"{_mark(path, event.start_mark)}: invalid YAML: alias "
+                            f"*{event.anchor} is inside the node it names (a loop)"]
+                if event.anchor not in sizes:
+                    return [f"{_mark(path, event.start_mark)}: invalid YAML: alias "
+                            f"*{event.anchor} names no anchor &{event.anchor} before it"]
                 total += sizes.get(event.anchor, 1)
             if total > MAX_NODES:
                 return [f"{_mark(path, event.start_mark)}: more than {MAX_NODES} values "
@@ -130,8 +136,13 @@ def parse_ruleset(text: str, path: Path) -> RuleSet:
     problems = document_problems(text, path)
     if problems:
         raise RuleSetError(problems)
-    root = yaml.compose(text)
-    data = yaml.safe_load(text)
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:  # what the streamed check cannot see
+        mark = getattr(exc, "problem_mark", None)
+        raise RuleSetError([f"{_mark(path, mark) if mark else f'{path}:1:1'}: invalid "
+                            f"YAML: {getattr(exc, 'problem', None) or exc}"]) from None
     if not isinstance(data, dict) or root is None:
         raise RuleSetError([f"{path}:1:1: a rule file is a mapping with a 'rules' list"])
     try:

@@ -47,6 +47,8 @@ def _seconds(value: Any) -> Any:
 
 
 Duration = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
+Tolerance = Annotated[float, BeforeValidator(_seconds), Field(ge=0)]
+"""A duration that may be zero (seconds, or ``30m``, ``24h``)."""
 DEFAULT_VALIDITY_SECONDS = 86400.0
 """A duration in seconds; YAML may write ``15m``, ``24h``, ``7d``."""
 

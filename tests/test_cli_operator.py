@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from factories import make_alert
@@ -68,9 +69,10 @@ def test_one_data_directory_named_by_every_store_command(tmp_path: Path) -> None
     (["incidents", "list", "--min-severity", "Severe2"], {}, 2,
      "'Extreme', 'Severe', 'Moderate', 'Minor' or 'Unknown'"),
     (["incidents", "list", "--domain", "air"], {}, 2, "'traffic', 'environment'"),
+    (["replay", "--from-kafka"], {}, 2, "--from-kafka replays into a sandbox"),
 ], ids=["db-refused", "db-password-hidden", "db-unparseable", "db-unknown-dialect",
         "kafka-refused", "demo-kafka-refused", "feed-missing", "bad-setting", "bad-severity",
-        "bad-domain"])
+        "bad-domain", "replay-into-itself"])
 def test_mistakes_are_one_or_two_lines_with_their_status(
         tmp_path: Path, args: list[str], env: dict[str, str], status: int,
         words: str) -> None:
@@ -183,3 +185,25 @@ def test_demo_shows_progress_a_reconciled_summary_and_next_steps(tmp_path: Path)
                                    r"alerts", out).groups())
     assert new == held == distinct
     assert "next: citywatch incidents list" in out and "citywatch explain ID" in out
+
+
+def test_every_option_is_documented_and_json_is_spelled_alike() -> None:
+    """Every option of every command has help text, and JSON output is always --json."""
+    import typer
+
+    from citywatch.ops.cli import app
+
+    def walk(command: Any, path: str) -> list[tuple[str, Any]]:
+        found = [(path, p) for p in command.params]
+        for name, sub in getattr(command, "commands", {}).items():
+            found += walk(sub, f"{path} {name}")
+        return found
+
+    params = walk(typer.main.get_command(app), "citywatch")
+    options = [(path, p) for path, p in params if p.param_type_name == "option"
+               and p.name not in ("help", "install_completion", "show_completion")]
+    assert len(options) > 50
+    undocumented = [f"{path} {p.opts[0]}" for path, p in options if not p.help]
+    assert undocumented == []
+    json_like = {o for _, p in options for o in p.opts if "json" in o}
+    assert json_like == {"--json"}

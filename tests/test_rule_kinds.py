@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from citywatch.connectors.file import FileSource, load_feed
@@ -137,6 +137,8 @@ def test_invalid_rule_files_are_refused_with_errors(data: object) -> None:
 
 @settings(max_examples=100)
 @given(st.text(max_size=200))
+@example("*0")  # an alias with no anchor (found by this test)
+@example("rules: &x [*x]")  # an alias inside the node it names
 def test_any_text_is_refused_or_accepted_never_crashes(text: str) -> None:
     try:
         parse_ruleset(text, Path("fuzz.yaml"))

@@ -19,11 +19,13 @@ import typer
 
 from citywatch.ops.cli import (
     api,
+    backtest,
     connectors,
     explain,
     forecasts,
     incidents,
     pipeline,
+    replay,
     rules,
     status,
     subscriptions,
@@ -63,6 +65,8 @@ app.add_typer(connectors.app)
 app.add_typer(api.app)
 app.add_typer(explain.app)
 app.add_typer(status.app)
+app.add_typer(backtest.app)
+app.add_typer(replay.app)
 app.add_typer(rules.rules_app, name="rules")
 app.add_typer(incidents.incidents_app, name="incidents")
 app.add_typer(subscriptions.subscriptions_app, name="subscriptions")

@@ -6,7 +6,6 @@ import json
 import signal
 import sys
 import time
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
@@ -196,27 +195,3 @@ def broker(port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1.")] = 9
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         pass
-
-
-@app.command()
-def replay(feeds: Annotated[list[Path], typer.Argument(help="Feed mapping YAML files.")]) -> None:
-    """Replay feed files into Kafka (CITYWATCH_KAFKA_BOOTSTRAP) as fast as possible."""
-    settings = load_settings()
-    if settings.kafka_bootstrap is None:
-        typer.echo("configuration error: CITYWATCH_KAFKA_BOOTSTRAP is required", err=True)
-        raise typer.Exit(2)
-    from citywatch.connectors.file import FeedConfigError, FileSource, load_feed
-    from citywatch.connectors.kafka_sink import PumpReport
-    from citywatch.connectors.runner import produce
-
-    topics_or_exit(settings)
-    report = PumpReport()
-    try:
-        sources = [FileSource(load_feed(f)) for f in feeds]
-    except FeedConfigError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
-    for source in sources:
-        produce(source, settings.kafka_bootstrap, settings.topics, report=report,
-                partitions=settings.topic_partitions)
-    typer.echo(json.dumps(report.as_dict()))

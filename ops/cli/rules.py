@@ -68,30 +68,33 @@ def rules_schema() -> None:
 @rules_app.command("test")
 def rules_test(
     path: Path,
-    events: Annotated[Path, typer.Option("--events", help="Envelopes, one JSON per line.")],
+    events: Annotated[Path, typer.Option(
+        "--events", help="Events, one JSON object per line: full envelopes, or written by "
+                         "hand (domain, kind, time, entity, geometry, attributes).")],
 ) -> None:
-    """Dry-run a rule file over envelopes and print the alerts it raises (JSON Lines)."""
-    from citywatch.rules.engine import RuleEngine
+    """Dry-run a rule file over events and print the alerts it raises (JSON Lines), in
+    event-time order as a worker would (the same core as ``citywatch backtest``)."""
+    from citywatch.rules.backtest import run_rules
     from citywatch.streams.alert import encode_alert
-    from citywatch.streams.envelope import EnvelopeError, decode_envelope
+    from citywatch.streams.envelope import Envelope, EnvelopeError
+    from citywatch.streams.event_lines import read_event_lines
 
     ruleset = ruleset_or_exit(path)
-    engine = RuleEngine.from_ruleset(ruleset, forecasts=_forecast_book(ruleset))
-    batch, bad = [], 0
-    with events.open("rb") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                batch.append(decode_envelope(line, locator=f"{events.name}:{number}"))
-            except EnvelopeError as exc:
-                bad += 1
-                typer.echo(f"rejected {exc}", err=True)
-    result = engine.process(batch)
-    result.commit_state()
-    for alert in [*result.alerts, *engine.flush()]:  # end of input closes open windows
+    if not events.is_file():
+        typer.echo(f"usage error: --events: {events}: no such file", err=True)
+        raise typer.Exit(2)
+    batch: list[Envelope] = []
+    bad = 0
+    for item in read_event_lines(events):
+        if isinstance(item, EnvelopeError):
+            bad += 1
+            typer.echo(f"rejected {item}", err=True)
+        else:
+            batch.append(item)
+    late: list[tuple[Envelope, str, str]] = []
+    for alert in run_rules(ruleset, batch, forecasts=_forecast_book(ruleset), late=late):
         typer.echo(encode_alert(alert).decode())
-    for envelope, rule_id, reason in result.late:
+    for envelope, rule_id, reason in late:
         typer.echo(f"late for {rule_id}: {envelope.id}: {reason}", err=True)
     if bad:
         raise typer.Exit(1)
