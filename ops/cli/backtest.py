@@ -9,7 +9,7 @@ Example:
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -18,7 +18,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from citywatch.ops.cli.common import load_settings, open_store, ruleset_or_exit
+from citywatch.ops.cli.common import as_utc, load_settings, open_store, ruleset_or_exit
 from citywatch.ops.cli.exits import DATA, USAGE
 
 if TYPE_CHECKING:
@@ -101,9 +101,6 @@ def _events(sources: list[Path], since: datetime | None, until: datetime | None,
     return events, refused
 
 
-def _utc(moment: datetime | None) -> datetime | None:
-    return moment.replace(tzinfo=UTC) if moment and moment.tzinfo is None else moment
-
 
 @app.command()
 def backtest(
@@ -183,7 +180,7 @@ def backtest(
         typer.echo(f"usage error: --labels: {exc}", err=True)
         raise typer.Exit(USAGE) from None
     old, new = _ruleset(baseline), _ruleset(candidate)
-    found, refused = _events(events, _utc(since), _utc(until))
+    found, refused = _events(events, as_utc(since), as_utc(until))
     report = run_backtest(old, new, found, noisy_per_day=noisy_per_day, labels=known,
                           before=before, after=after, within_m=label_distance_m)
     report["refused_records"] = refused

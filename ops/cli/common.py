@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -98,6 +99,11 @@ def broker_answers_or_exit(bootstrap: str, timeout: float = 4.0) -> None:
     if problem is not None:
         raise Failure(UNAVAILABLE, f"unavailable: no Kafka broker answers at {bootstrap} "
                                    f"(CITYWATCH_KAFKA_BOOTSTRAP): {problem}")
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """A time given on the command line without a zone is UTC (the store's)."""
+    return moment.replace(tzinfo=UTC) if moment and moment.tzinfo is None else moment
 
 
 def ruleset_or_exit(path: Path) -> RuleSet:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -13,7 +13,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from citywatch.ops.cli.common import load_settings, open_store
+from citywatch.ops.cli.common import as_utc, load_settings, open_store
 from citywatch.ops.cli.exits import DATA, USAGE
 
 incidents_app = typer.Typer(help="Incidents: list, acknowledge, resolve, reopen.",
@@ -68,7 +68,7 @@ def incidents_list(
         box = tuple(float(v) for v in bbox.split(",")) if bbox else None
         query = IncidentFilter.model_validate(
             {"status": status, "min_severity": min_severity, "domain": domain, "zone": zone,
-             "bbox": box, "since": _utc(since), "until": _utc(until), "limit": limit,
+             "bbox": box, "since": as_utc(since), "until": as_utc(until), "limit": limit,
              "offset": offset})
     except (ValueError, ValidationError) as exc:
         errors = exc.errors() if isinstance(exc, ValidationError) else [
@@ -90,10 +90,6 @@ def incidents_list(
         return
     _print_table(items, summaries, total, wide)
 
-
-def _utc(moment: datetime | None) -> datetime | None:
-    """A time given without a zone is UTC (the store's)."""
-    return moment.replace(tzinfo=UTC) if moment and moment.tzinfo is None else moment
 
 
 def _print_table(items: list[Any], summaries: dict[str, str], total: int,

@@ -5,20 +5,17 @@ sandbox (``citywatch.ops.replay``) whose results production never sees."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from citywatch.ops.cli.common import load_settings, open_store, topics_or_exit
+from citywatch.ops.cli.common import as_utc, load_settings, open_store, topics_or_exit
 from citywatch.ops.cli.exits import USAGE
 
 app = typer.Typer()
 
-
-def _utc(moment: datetime | None) -> datetime | None:
-    return moment.replace(tzinfo=UTC) if moment and moment.tzinfo is None else moment
 
 
 def _speed(value: str) -> float | None:
@@ -89,7 +86,7 @@ def replay(
     except ValueError as exc:
         typer.echo(f"usage error: --sandbox: {exc}", err=True)
         raise typer.Exit(USAGE) from None
-    start, end = _utc(since), _utc(until)
+    start, end = as_utc(since), as_utc(until)
     report = PumpReport()
     letters: list[Any] = []
     events: list[Envelope] = []
