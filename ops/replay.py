@@ -23,8 +23,11 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from citywatch.connectors.kafka_sink import KafkaSink, PumpReport
 from citywatch.ops.settings import Settings
+from citywatch.streams.batch import decode_frame
 from citywatch.streams.envelope import Envelope, EnvelopeError, decode_envelope
 from citywatch.streams.kafka_admin import KafkaAdmin
 from citywatch.streams.topics import TopicNames
@@ -46,24 +49,38 @@ def sandbox_settings(settings: Settings, name: str) -> Settings:
 
 
 def events_from_kafka(admin: KafkaAdmin, topics: TopicNames, *, since: datetime | None,
-                      until: datetime | None) -> tuple[list[Envelope], int]:
-    """The envelopes on a deployment's ``raw.*`` topics with an event time in
-    [since, until], in event-time order; and how many records could not be read."""
-    events: list[Envelope] = []
+                      until: datetime | None, source: str = "raw",
+                      ) -> tuple[list[Envelope], int]:
+    """The envelopes a deployment's Kafka topics hold with an event time in
+    [since, until], each once (by id), in event-time order; and how many records could
+    not be read. ``source`` is ``raw`` (the ``raw.*`` topics the connectors wrote) or
+    ``events`` (the internal topic of validated events ingest framed)."""
+    if source not in KAFKA_SOURCES:
+        raise ValueError(f"source {source!r}: one of {', '.join(KAFKA_SOURCES)}")
+    read = decode_envelope if source == "raw" else _frame_events
+    names = topics.raw_all if source == "raw" else [topics.events]
+    found: dict[str, Envelope] = {}
     unreadable = 0
-    for topic, partitions in admin.partition_counts(topics.raw_all).items():
+    for topic, partitions in admin.partition_counts(names).items():
         for partition in range(partitions):
             for _, value in admin.read_partition(topic, partition):
                 try:
-                    event = decode_envelope(value)
-                except EnvelopeError:
+                    events = read(value)
+                except (EnvelopeError, msgspec.DecodeError, msgspec.ValidationError):
                     unreadable += 1  # it went to the dead-letter topic the first time
                     continue
-                if (since is None or event.time >= since) and (until is None
-                                                               or event.time <= until):
-                    events.append(event)
-    events.sort(key=lambda e: (e.time, e.id))
-    return events, unreadable
+                for event in events if isinstance(events, list) else [events]:
+                    if (since is None or event.time >= since) and (
+                            until is None or event.time <= until):
+                        found.setdefault(event.id, event)
+    return sorted(found.values(), key=lambda e: (e.time, e.id)), unreadable
+
+
+KAFKA_SOURCES = ("raw", "events")
+
+
+def _frame_events(value: bytes) -> list[Envelope]:
+    return decode_frame(value).events
 
 
 def paced_produce(events: Sequence[Envelope], sink: KafkaSink, *,

@@ -31,6 +31,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Any
 
 from citywatch.forecasts.grid import ForecastBook
@@ -53,7 +54,7 @@ Frames = list[tuple[ColumnFrame, Sequence[Envelope]]]
 def frames_of(events: Sequence[Envelope], frame: int = FRAME) -> Frames:
     """``events`` in event-time order, cut into frames as a worker takes them (built
     once, evaluated by as many rule sets as wanted)."""
-    ordered = sorted(events, key=lambda e: (e.time, e.id))
+    ordered = sorted(events, key=attrgetter("time", "id"))
     return [(build_frame(chunk, raws=[b""] * len(chunk)), chunk)
             for chunk in (ordered[start:start + frame]
                           for start in range(0, len(ordered), frame))]

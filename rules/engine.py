@@ -276,7 +276,7 @@ class RuleEngine:
             relevant |= frame.domain_is(domain)
         if not relevant.any():
             return unseen
-        times = frame.times
+        times = frame.time_list
         clock_is_new, clock = state.load(_SEEN_CLOCK)
         newest = clock if clock is not None else -np.inf
         buckets = self._seen_buckets(state)
@@ -287,7 +287,7 @@ class RuleEngine:
             if not is_new or seen is not None:
                 unseen[i] = False
                 continue
-            t = float(times[i])
+            t = times[i]
             state.save(key, t)
             buckets.setdefault(int(t // 3600), []).append(key)
             newest = max(newest, t)
@@ -367,8 +367,8 @@ class RuleEngine:
         holds = self._condition(cond, frame)  # a stateless condition behind a gate
         gate = self._gates[rule.id]
         rows = eligible if gate.until_clear else eligible & holds
-        times = frame.times
-        return [Outcome(time=float(times[i]), hit=bool(holds[i]),
+        times = frame.time_list
+        return [Outcome(time=times[i], hit=bool(holds[i]),
                         group=frame.entity_ids[i], index=i)
                 for i in np.flatnonzero(rows).tolist()]
 
@@ -588,7 +588,8 @@ class RuleEngine:
             message=_render(rule.alert.message, values),
             entity_id=event.entity_id, event_time=event.time, raised_at=raised_at,
             expires_at=event.time + timedelta(seconds=rule.alert.valid_for),
-            source_event_ids=sources, source_origins=frame.origins_of(
+            source_event_ids=sources, source_origins=[frame.origin(i)]
+            if sources == [event.id] else frame.origins_of(
                 sources, outcome.origins if outcome is not None else None),
             evaluation={k: v for k, v in outcome.values.items()
                         if isinstance(v, str | int | float | bool)} if outcome else {},

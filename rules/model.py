@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -389,7 +390,7 @@ class Rule(_Strict):
     def site_layers(self) -> list[str]:
         return [c.sites for c in self.conditions() if isinstance(c, Proximity) and c.sites]
 
-    @property
+    @cached_property
     def incident_layer(self) -> str | None:
         if self.alert.zone_layer:
             return self.alert.zone_layer

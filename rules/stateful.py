@@ -157,8 +157,8 @@ def run_window(cond: Window, ctx: Context, rows: list[int],
     """Add the rows to their groups' windows; close and score every window whose end
     plus ``allowed_lateness`` the group's latest event time has passed."""
     frame = ctx.frame
-    times = frame.times
-    values = frame.column(cond.attribute)
+    times = frame.time_list
+    values = frame.column_list(cond.attribute)
     zone_col = frame.zones[cond.zone_layer] if cond.zone_layer else None
 
     def key_of(i: int) -> str | None:
@@ -170,10 +170,10 @@ def run_window(cond: Window, ctx: Context, rows: list[int],
     for group, idx, key, st in ctx.groups(rows, key_of):
         st = st or {"wm": None, "w": {}, "g": None}
         for i in idx:
-            v = float(values[i])
+            v = values[i]
             if math.isnan(v) and cond.aggregate != "count":
                 continue
-            t = float(times[i])
+            t = times[i]
             wm = st["wm"]
             starts = [s for s in window_starts(cond, t)
                       if wm is None or s + cond.size + cond.allowed_lateness > wm]
@@ -239,11 +239,11 @@ def close_windows(cond: Window, st: dict[str, Any], group: str,
 def run_rate_of_change(cond: RateOfChange, ctx: Context, rows: list[int]) -> list[Outcome]:
     """Change per ``per`` seconds between an entity's consecutive events."""
     frame = ctx.frame
-    times, values = frame.times, frame.column(cond.attribute)
+    times, values = frame.time_list, frame.column_list(cond.attribute)
     outcomes: list[Outcome] = []
     for entity, idx, key, st in ctx.groups(rows):
         for i in idx:
-            t, v = float(times[i]), float(values[i])
+            t, v = times[i], values[i]
             if math.isnan(v):
                 continue
             if st is not None and t < st["t"]:
@@ -267,12 +267,12 @@ def run_persistence(ctx: Context, rows: list[int], holds: np.ndarray, *,
     """One hit when ``holds`` has been true for ``count`` consecutive events or for
     ``duration``; a miss (which re-arms ``until_clear``) when it stops holding."""
     frame = ctx.frame
-    times = frame.times
+    times = frame.time_list
     outcomes: list[Outcome] = []
     for entity, idx, key, st in ctx.groups(rows):
         st = st or {"t": None, "start": None, "n": 0, "done": False, "ids": []}
         for i in idx:
-            t = float(times[i])
+            t = times[i]
             if st["t"] is not None and t < st["t"]:
                 ctx.mark_late(i, f"event time {iso(t)} is before the entity's previous "
                                  f"event at {iso(st['t'])}")
@@ -322,7 +322,7 @@ def run_absence(cond: Absence, ctx: Context, rows: list[int],
     """A hit at ``last + after`` for every entity silent that long: found when it
     reports again after the gap, or when the stream's time passes the deadline."""
     frame = ctx.frame
-    times = frame.times
+    times = frame.time_list
     seen = roster.for_rule(ctx)
     outcomes: list[Outcome] = []
 
@@ -337,7 +337,7 @@ def run_absence(cond: Absence, ctx: Context, rows: list[int],
 
     for entity, idx, key, st in ctx.groups(rows):
         for i in idx:
-            t = float(times[i])
+            t = times[i]
             if st is not None and t < st["t"]:
                 continue  # an older event says nothing about silence now
             if st is not None and t - st["t"] > cond.after and not st["alerted"]:
@@ -354,7 +354,7 @@ def run_absence(cond: Absence, ctx: Context, rows: list[int],
     clock_key = f"{ctx.prefix}~"
     fresh, clock = ctx.state.load(clock_key)
     if rows and fresh:
-        clock = max(float(times[rows].max()), clock or -math.inf)
+        clock = max(max(times[i] for i in rows), clock or -math.inf)
         ctx.state.save(clock_key, clock)
     if clock is None or not seen:
         return outcomes
@@ -374,13 +374,13 @@ def run_geofence(cond: Geofence, ctx: Context, rows: list[int], zone_col: np.nda
                  zone_ids: list[str]) -> list[Outcome]:
     """inside/outside per event; enter/exit from the entity's previous zone."""
     frame = ctx.frame
-    times = frame.times
+    times = frame.time_list
     outcomes: list[Outcome] = []
     for entity, idx, key, st in ctx.groups(rows):
         for i in idx:
             if math.isnan(frame.lon[i]):
                 continue
-            t = float(times[i])
+            t = times[i]
             if st is not None and t < st["t"]:
                 ctx.mark_late(i, f"event time {iso(t)} is before the entity's previous "
                                  f"position at {iso(st['t'])}")
@@ -415,7 +415,7 @@ def run_correlate(cond: Correlate, ctx: Context, sides: list[tuple[int, int, int
     finds events of the other side in its zone within ``within`` seconds; the alert is
     anchored on the first side's event, so later partners update the same alert id."""
     frame = ctx.frame
-    times = frame.times
+    times = frame.time_list
     outcomes: list[Outcome] = []
     for zone_text, entries, key, st in ctx.groups(range(len(sides)),
                                                   lambda k: str(sides[k][2])):
@@ -423,7 +423,7 @@ def run_correlate(cond: Correlate, ctx: Context, sides: list[tuple[int, int, int
         z = int(zone_text)
         for k in entries:
             i, side, _ = sides[k]
-            t = float(times[i])
+            t = times[i]
             event = frame.event(i)
             if st["wm"] is not None and t < st["wm"] - cond.within:
                 ctx.mark_late(i, f"event time {iso(t)} is more than {cond.within:g}s "

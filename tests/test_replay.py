@@ -19,6 +19,7 @@ from citywatch.connectors.runner import produce
 from citywatch.ops.replay import sandbox_settings
 from citywatch.ops.settings import DEMO_DIR, Settings
 from citywatch.ops.store.store import IncidentStore
+from citywatch.streams.envelope import Envelope
 from citywatch.streams.kafka_admin import KafkaAdmin
 
 
@@ -98,3 +99,54 @@ def test_backtest_reads_the_deployments_kafka_topics(settings: Settings,
     assert kafka_report["events"] == file_report["events"] > 0
     assert kafka_report["per_rule"] == file_report["per_rule"]
     assert kafka_report["totals"]["added"] == kafka_report["totals"]["removed"] == 0
+
+
+def test_replay_from_the_internal_events_topic_takes_each_event_once(
+        settings: Settings, tmp_path: Path) -> None:
+    """``--kafka-topics events``: the frames ingest wrote (here written with ingest's own
+    encoder, one frame twice as after an ingest crash) replayed into a sandbox, each
+    event once, production untouched."""
+    from kafka import KafkaProducer
+
+    from citywatch.streams.batch import encode_batch
+
+    bootstrap = settings.kafka_bootstrap
+    assert bootstrap is not None
+    quakes = [e for e in FileSource(load_feed(DEMO_DIR / "feeds/usgs_earthquakes.yaml")).run()
+              if isinstance(e, Envelope)]
+    frames = [quakes[i:i + 100] for i in range(0, len(quakes), 100)]
+    with KafkaAdmin(bootstrap) as admin:
+        admin.ensure_topics(settings.topics.all, settings.topic_partitions)
+        producer = KafkaProducer(bootstrap_servers=bootstrap,
+                                 max_request_size=8 * 1024 * 1024)
+        for chunk in [*frames, frames[0]]:
+            producer.send(settings.topics.events, encode_batch(chunk))
+        producer.flush()
+        producer.close()
+        production_offsets = admin.end_offsets(settings.topics.all)
+    # independently: the quakes of the CSV inside the bounds, by pandas
+    features = json.loads((DEMO_DIR / "data/usgs_all_week.geojson").read_text())["features"]
+    times = pd.to_datetime(pd.Series([f["properties"]["time"] for f in features]),
+                           unit="ms", utc=True)
+    start, end = times.min() + timedelta(days=2), times.min() + timedelta(days=4)
+    wanted = int(((times >= start) & (times <= end)).sum())
+    assert 0 < wanted < len(quakes)
+
+    env = {**os.environ, **settings.to_env(), "CITYWATCH_DATA_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "citywatch.ops.cli", "replay", "--from-kafka",
+         "--kafka-topics", "events", "--from", start.isoformat(), "--to", end.isoformat(),
+         "--sandbox", "quakes", "--json"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["events_by_domain"] == {"disaster": wanted}
+    sandbox = sandbox_settings(settings.model_copy(update={"data_dir": tmp_path}), "quakes")
+    with KafkaAdmin(bootstrap) as admin:
+        assert admin.end_offsets(settings.topics.all) == production_offsets
+        assert sum(admin.end_offsets(sandbox.topics.raw_all).values()) == wanted
+    wrong = subprocess.run(
+        [sys.executable, "-m", "citywatch.ops.cli", "replay", "--from-kafka",
+         "--kafka-topics", "alerts", "--sandbox", "quakes"],
+        capture_output=True, text=True, env=env, timeout=60)
+    assert wrong.returncode == 2 and "--kafka-topics" in wrong.stderr

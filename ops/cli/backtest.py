@@ -60,7 +60,7 @@ def _events(sources: list[Path], since: datetime | None, until: datetime | None,
     events: list[Envelope] = []
     refused = 0
     for source in sources:
-        if str(source) == "kafka":  # what the deployment's raw.* topics hold
+        if str(source) in ("kafka", "kafka:raw", "kafka:events"):  # a deployment's topics
             from citywatch.ops.cli.common import broker_answers_or_exit
             from citywatch.ops.replay import events_from_kafka
             from citywatch.streams.kafka_admin import KafkaAdmin
@@ -72,8 +72,9 @@ def _events(sources: list[Path], since: datetime | None, until: datetime | None,
                 raise typer.Exit(USAGE)
             broker_answers_or_exit(settings.kafka_bootstrap)
             with KafkaAdmin(settings.kafka_bootstrap) as admin:
-                found, unreadable = events_from_kafka(admin, settings.topics, since=since,
-                                                      until=until)
+                found, unreadable = events_from_kafka(
+                    admin, settings.topics, since=since, until=until,
+                    source="events" if str(source) == "kafka:events" else "raw")
             events += found
             refused += unreadable
             continue
@@ -110,7 +111,8 @@ def backtest(
             help="The rule set to compare: a rule file or a stored version id.")],
         events: Annotated[list[Path], typer.Option(
             help="Feed mapping (YAML), JSON Lines events (full or hand-written), or "
-                 "'kafka': the deployment's raw.* topics (repeat).")],
+                 "'kafka' (or 'kafka:raw'): the deployment's raw.* topics, 'kafka:events': "
+                 "its internal events topic (repeat).")],
         since: Annotated[datetime | None, typer.Option(
             "--from", help="Only events at or after this time (UTC unless given).")] = None,
         until: Annotated[datetime | None, typer.Option(

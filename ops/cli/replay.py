@@ -1,10 +1,14 @@
 """``citywatch replay``: history into Kafka, from feed files or from the deployment's
-own ``raw.*`` topics, bounded by event time, at N× real time, into production or into a
-sandbox (``citywatch.ops.replay``) whose results production never sees."""
+own topics (``raw.*`` or the internal ``events``), bounded by event time, at N× real
+time, into production or into a sandbox (``citywatch.ops.replay``) whose results
+production never sees."""
 
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -38,12 +42,44 @@ def _say(state: dict[str, Any]) -> None:
                f"ETA {state['eta_seconds']} s", err=True)
 
 
+@contextmanager
+def _progress(total: int, quiet: bool) -> Iterator[Callable[[dict[str, Any]], None] | None]:
+    """A progress bar on a terminal (events, event-time position, rate, ETA), a line
+    twice a second otherwise (logs), nothing when ``quiet``."""
+    if quiet:
+        yield None
+        return
+    if not sys.stderr.isatty():
+        yield _say
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("event time {task.fields[event_time]}"),
+                  TextColumn("{task.fields[rate]}/s"),
+                  TextColumn("ETA {task.fields[eta]}"),
+                  console=Console(stderr=True)) as bar:
+        task = bar.add_task("replay", total=total, event_time="-", rate=0, eta="-")
+
+        def update(state: dict[str, Any]) -> None:
+            bar.update(task, completed=state["events"], event_time=state["event_time"],
+                       rate=f"{state['rate']:,}", eta=f"{state['eta_seconds']:.0f} s")
+
+        yield update
+        bar.update(task, completed=total)
+
+
 @app.command()
 def replay(
         feeds: Annotated[list[Path] | None, typer.Argument(
             help="Feed mapping YAML files to replay.")] = None,
         from_kafka: Annotated[bool, typer.Option(
-            "--from-kafka", help="Replay what the deployment's raw.* topics hold.")] = False,
+            "--from-kafka", help="Replay what the deployment's Kafka topics hold (see "
+                                 "--kafka-topics).")] = False,
+        kafka_topics: Annotated[str, typer.Option(
+            help="With --from-kafka: 'raw' (the raw.* topics connectors wrote) or "
+                 "'events' (the internal topic of validated events).")] = "raw",
         since: Annotated[datetime | None, typer.Option(
             "--from", help="Only events at or after this event time (UTC unless given).")]
         = None,
@@ -64,11 +100,20 @@ def replay(
     evaluates the replay. Ctrl-C stops cleanly: what was sent is acknowledged."""
     from citywatch.connectors.file import FeedConfigError, FileSource, load_feed
     from citywatch.connectors.kafka_sink import KafkaSink, PumpReport
-    from citywatch.ops.replay import events_from_kafka, paced_produce, sandbox_settings
+    from citywatch.ops.replay import (
+        KAFKA_SOURCES,
+        events_from_kafka,
+        paced_produce,
+        sandbox_settings,
+    )
     from citywatch.streams.envelope import Envelope
     from citywatch.streams.kafka_admin import KafkaAdmin
 
     pace = _speed(speed)
+    if kafka_topics not in KAFKA_SOURCES:
+        typer.echo(f"usage error: --kafka-topics: {kafka_topics!r} is not one of "
+                   f"{', '.join(KAFKA_SOURCES)}", err=True)
+        raise typer.Exit(USAGE)
     if not feeds and not from_kafka:
         typer.echo("usage error: give feed files, or --from-kafka", err=True)
         raise typer.Exit(USAGE)
@@ -104,7 +149,8 @@ def replay(
         raise typer.Exit(USAGE) from None
     if from_kafka:
         with KafkaAdmin(settings.kafka_bootstrap) as admin:
-            found, _ = events_from_kafka(admin, settings.topics, since=start, until=end)
+            found, _ = events_from_kafka(admin, settings.topics, since=start, until=end,
+                                         source=kafka_topics)
         events += found
     events.sort(key=lambda e: (e.time, e.id))
     if target is not settings:
@@ -122,9 +168,9 @@ def replay(
             for letter in letters:
                 sink.send(letter)
                 report.dead_letters += 1
-            summary["replay_seconds"] = round(paced_produce(
-                events, sink, speed=pace, report=report,
-                progress=None if as_json else _say), 3)
+            with _progress(len(events), quiet=as_json) as progress:
+                summary["replay_seconds"] = round(paced_produce(
+                    events, sink, speed=pace, report=report, progress=progress), 3)
         if worker is not None:
             from citywatch.ops.progress import wait_until_drained
 
