@@ -90,11 +90,36 @@ class Source(ABC):
 
     def envelope(self, *, record_id: str, kind: str, time: datetime, entity_id: str,
                  geometry: dict[str, Any] | None = None,
-                 attributes: dict[str, AttributeValue] | None = None) -> Envelope:
-        """A validated envelope from this source (raises :class:`EnvelopeError`)."""
-        return make_envelope(source=self.name, source_record_id=record_id,
-                             domain=self.domain, kind=kind, time=time, entity_id=entity_id,
-                             geometry=geometry, attributes=attributes)
+                 attributes: dict[str, AttributeValue] | None = None,
+                 locator: str | None = None) -> Envelope | DeadLetter:
+        """A validated envelope from this source, or, when the record is not valid, the
+        dead letter naming the field and the record (``locator``, default
+        ``record RECORD_ID``): either way the item to yield, so one bad record never
+        ends ``run()`` (an exception raised in a generator would end it for good).
+
+        Example:
+            >>> from datetime import datetime, timezone
+            >>> class Quakes(Source):
+            ...     domain = "disaster"
+            ...     def run(self):
+            ...         yield self.envelope(record_id="q1", kind="earthquake.reported",
+            ...             time=datetime(2024, 1, 1, tzinfo=timezone.utc), entity_id="q1",
+            ...             geometry={"type": "Point", "coordinates": [200.0, 95.0]})
+            >>> letter = next(Quakes(name="usgs").run())
+            >>> letter.locator, letter.field
+            ('record q1', 'geometry.coordinates')
+        """
+        try:
+            return make_envelope(source=self.name, source_record_id=record_id,
+                                 domain=self.domain, kind=kind, time=time,
+                                 entity_id=entity_id, geometry=geometry,
+                                 attributes=attributes)
+        except EnvelopeError as exc:
+            where = locator or f"record {record_id}"
+            return self.reject(exc.with_locator(where), locator=where,
+                               raw=repr({"record_id": record_id, "kind": kind,
+                                         "entity_id": entity_id,
+                                         "attributes": attributes})[:2000])
 
     def reject(self, error: EnvelopeError | str, *, locator: str, raw: str = "",
                field: str | None = None) -> DeadLetter:

@@ -193,7 +193,8 @@ class CapSource(CountingCheckpoint, Source):
                     record_id=f"{head['sender']}/{head['identifier']}/{suffix}",
                     kind=f"cap.{(head['msgType'] or 'alert').lower()}", time=record["time"],
                     entity_id=head["identifier"] or "", geometry=record["geometry"],
-                    attributes=record["attributes"])
+                    attributes=record["attributes"],
+                    locator=f"{locator}#info/area[{suffix}]")
             except (EnvelopeError, ValueError) as exc:
                 error = exc if isinstance(exc, EnvelopeError) else EnvelopeError(str(exc))
                 yield self.reject(error, locator=f"{locator}#info/area[{suffix}]", raw=raw)

@@ -221,6 +221,6 @@ class MqttSource(Source):
                 yield self.envelope(record_id=f"{event['entity']}/{event['time']}",
                                     kind=self.config.kind or "", entity_id=event["entity"],
                                     time=datetime.fromtimestamp(event["time"], UTC),
-                                    geometry=geometry, attributes=attrs)
+                                    geometry=geometry, attributes=attrs, locator=locator)
         except EnvelopeError as exc:
             yield self.reject(exc.with_locator(locator), locator=locator, raw=raw)

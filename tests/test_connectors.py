@@ -310,3 +310,34 @@ def test_mqtt_senml_pack() -> None:
     assert event.entity_id == "urn:dev:site-360050110"
     assert event.attributes == {"pm25": 8.0}
     assert event.geometry == {"type": "Point", "coordinates": [-73.902, 40.816]}
+
+
+def test_a_bad_record_from_a_plugins_envelope_call_is_a_dead_letter_and_the_run_goes_on(
+        ) -> None:
+    """A plug-in that yields ``self.envelope(...)`` for every row: the invalid rows
+    (latitude beyond 90, a naive time) come out as dead letters naming field and record,
+    and every valid row after them still comes out."""
+    from datetime import UTC, datetime
+
+    from citywatch.connectors.base import Source
+    from citywatch.streams.deadletter import DeadLetter
+    from citywatch.streams.envelope import Envelope
+
+    rows = [(1, 40.7, True), (2, 95.0, True), (3, 40.8, False), (4, 40.9, True)]
+
+    class Sensors(Source):
+        domain = "environment"
+
+        def run(self):
+            for n, lat, aware in rows:
+                yield self.envelope(
+                    record_id=str(n), kind="air_quality.observed", entity_id=f"s{n}",
+                    time=datetime(2024, 1, 1, n, tzinfo=UTC if aware else None),
+                    geometry={"type": "Point", "coordinates": [-73.9, lat]},
+                    attributes={"pm25": 10.0 * n}, locator=f"sensors.csv:{n + 1}")
+
+    items = list(Sensors(name="sensors").run())
+    assert [type(i) for i in items] == [Envelope, DeadLetter, DeadLetter, Envelope]
+    assert [(i.locator, i.field) for i in items if isinstance(i, DeadLetter)] == [
+        ("sensors.csv:3", "geometry.coordinates"), ("sensors.csv:4", "time")]
+    assert [i.attributes["pm25"] for i in items if isinstance(i, Envelope)] == [10.0, 40.0]
