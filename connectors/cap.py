@@ -31,7 +31,14 @@ from shapely.geometry import Point, Polygon
 from shapely.ops import transform
 
 from citywatch.connectors.base import CountingCheckpoint, Source, SourceItem
-from citywatch.connectors.config import PathOrUrl, expand, read_documents, validate_config
+from citywatch.connectors.config import (
+    ConnectorConfigError,
+    PathOrUrl,
+    expand,
+    read_documents,
+    resolve,
+    validate_config,
+)
 from citywatch.streams.envelope import AttributeValue, EnvelopeError
 
 CAP_VERSIONS = {"urn:oasis:names:tc:emergency:cap:1.2": "cap12.xsd",
@@ -161,6 +168,8 @@ class CapSource(CountingCheckpoint, Source):
     def from_config(cls, config: dict[str, Any], base_dir: Path) -> CapSource:
         parsed = validate_config(CapConfig, config, source="")
         paths = expand(base_dir, parsed.path) if parsed.path is not None else []
+        if parsed.path is not None and not paths:
+            raise ConnectorConfigError(f"path: no file matches {resolve(base_dir, parsed.path)}")
         return cls(parsed.name, paths=paths, url=parsed.url)
 
     def run(self) -> Iterator[SourceItem]:

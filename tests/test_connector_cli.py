@@ -67,6 +67,22 @@ def test_bad_config_exits_2(tmp_path: Path) -> None:
     assert citywatch("connect", "nope", "--config", str(config)).returncode == 2
 
 
+@pytest.mark.parametrize("kind", ["cap", "file"])
+def test_a_glob_matching_nothing_exits_2_naming_the_pattern(kind: str, tmp_path: Path) -> None:
+    pattern = tmp_path / "incoming" / "*.xml"
+    config = tmp_path / "c.yaml"
+    import yaml
+
+    from citywatch.ops.settings import DEMO_DIR
+
+    feed = {} if kind == "cap" else yaml.safe_load(
+        (DEMO_DIR / "feeds/i94_traffic.yaml").read_text())
+    config.write_text(yaml.safe_dump({**feed, "path": str(pattern)}))
+    result = citywatch("connect", kind, "--config", str(config), "--dry-run")
+    assert result.returncode == 2, result.stderr
+    assert str(pattern) in result.stderr and len(result.stderr.splitlines()) <= 2
+
+
 def test_kill_and_restart_produces_each_record_once(broker: str, tmp_path: Path) -> None:
     """SIGKILL a connector mid-file, restart it: every record id reaches Kafka once."""
     settings = Settings(kafka_bootstrap=broker, topic_prefix=f"k{os.getpid()}.",
