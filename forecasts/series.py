@@ -43,7 +43,7 @@ def load_series(source: str | IO[str], time_columns: list[str], value_column: st
                 freq: str = "h") -> tuple[pd.Series, SeriesReport]:
     """A series on a regular ``freq`` grid: duplicate timestamps averaged, NA and gaps
     kept as NaN (never interpolated)."""
-    frame = pd.read_csv(source, na_values=["NA", ""], keep_default_na=True)
+    frame = pd.read_csv(source, na_values=["NA", ""], keep_default_na=True, low_memory=False)
     for column in [*time_columns, value_column]:
         if column not in frame.columns:
             raise SeriesError(f"no column '{column}' (have: {', '.join(frame.columns)})")

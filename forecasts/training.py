@@ -1,6 +1,7 @@
-"""Training: per series, backtest to choose Prophet or seasonal naive, fit the choice on
-the latest window, and return it ready for the registry. Many series train in parallel
-worker processes.
+"""Training: per series, backtest the candidates (``citywatch.forecasts.backtest``: the
+baselines, statistical models, Prophet where the series is seasonal), fit the choice on
+the latest window, and return it with the whole table, ready for the registry. Many
+series train in parallel worker processes.
 
 Example:
     >>> spec = SeriesSpec(key="i94:traffic_volume", csv="Metro_Interstate_Traffic_Volume.csv",
@@ -18,11 +19,18 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from citywatch.forecasts.backtest import backtest
+from citywatch.forecasts.candidates import (
+    TRAINING_CHALLENGERS,
+    candidate_factories,
+    model_named,
+    normal_freq,
+    seasonalities,
+)
 from citywatch.forecasts.grid import ForecastGrid
-from citywatch.forecasts.models import ProphetModel, SeasonalNaive, holidays_from_column
+from citywatch.forecasts.models import holidays_from_column
 from citywatch.forecasts.series import SeriesReport, load_series, series_from_events
 
 TopicReader = Callable[[str, str], Iterable[bytes]]
@@ -54,7 +62,13 @@ class SeriesSpec(BaseModel):
     holiday_column: str | None = None
     horizon: int = Field(default=24, ge=1)
     train_window: int = Field(default=24 * 7 * 8, ge=2)
-    season: int = Field(default=168, ge=1)
+    seasons: list[int] | None = None
+    """Seasonal periods in points; default: a day and a week of ``freq`` that fit the
+    training window (24 and 168 for hourly data, 7 for daily)."""
+    challengers: list[str] = Field(default=list(TRAINING_CHALLENGERS))
+    """Models scored against the baselines (``ets``, ``theta``, ``mstl``, ``arima``,
+    ``prophet``); Prophet is fitted only where the series is seasonal. MSTL is left out
+    by default to keep training fast (``forecasts evaluate`` scores it)."""
     folds: int = Field(default=6, ge=2)
     until: datetime | None = None
     """Train on history up to this time only (backtests, early-warning replays)."""
@@ -68,6 +82,16 @@ class SeriesSpec(BaseModel):
         if (self.csv is None) == (self.events is None):
             raise ValueError("give exactly one of csv or events")
         return self
+
+    @field_validator("freq")
+    @classmethod
+    def _pandas_alias(cls, value: str) -> str:
+        return normal_freq(value)
+
+    @property
+    def season_list(self) -> list[int]:
+        return (self.seasons if self.seasons is not None
+                else seasonalities(self.freq, self.train_window))
 
     def history(self, read_topic: TopicReader | None = None,
                 ) -> tuple[pd.Series, SeriesReport]:
@@ -110,19 +134,27 @@ def train_series(spec: SeriesSpec, read_topic: TopicReader | None = None) -> Tra
         series = series[series.index <= pd.Timestamp(spec.until.replace(tzinfo=None))]
     holidays = (holidays_from_column(spec.csv, spec.time[0], spec.holiday_column)
                 if spec.holiday_column and spec.csv else None)
+    return train_on(spec, series, report, holidays)
+
+
+def train_on(spec: SeriesSpec, series: pd.Series, report: SeriesReport,
+             holidays: pd.DataFrame | None = None) -> TrainedModel:
+    """:func:`train_series` on a series already read."""
+    seasons = spec.season_list
     result = backtest(series, horizon=spec.horizon, folds=spec.folds,
-                      train_window=spec.train_window, season=spec.season, holidays=holidays)
-    chosen = result.get("selected", {}).get("model", "seasonal_naive")
+                      step=max(seasons or [spec.horizon]), train_window=spec.train_window,
+                      seasons=seasons, holidays=holidays, challengers=spec.challengers,
+                      prophet="auto", score_all=False)
+    chosen = result.get("selected", {}).get("model") or (
+        f"seasonal_naive_{max(seasons)}" if seasons else "naive")
     window = series.iloc[-spec.train_window:]
-    model = (ProphetModel(holidays).fit(window) if chosen == "prophet"
-             else SeasonalNaive(season=spec.season).fit(window))
+    factories = candidate_factories(seasons, challengers=spec.challengers, holidays=holidays)
+    model = model_named(chosen, factories).fit(window)
     serialized = model.to_json()
     parameters = spec.model_dump(mode="json")
     version = hashlib.sha256(f"{chosen}|{parameters}|{window.index[-1]}|{serialized}"
                              .encode()).hexdigest()[:12]
-    metrics = {"backtest": {k: result[k] for k in ("prophet", "seasonal_naive", "selected")
-                            if k in result},
-               "series": report.as_dict()}
+    metrics = {"backtest": result, "series": report.as_dict()}
     grid = ForecastGrid.from_frame(spec.key, f"{spec.key}:{chosen}", version,
                                    model.predict(spec.grid_steps), spec.timezone)
     return TrainedModel(spec.key, chosen, version, window.index[0].to_pydatetime(),

@@ -21,17 +21,22 @@ HOURS = pd.date_range("2024-01-01", periods=24 * 7 * 12, freq="h")
 
 def test_pure_weekly_pattern_gives_seasonal_naive_mae_zero() -> None:
     weekly = pd.Series(np.tile(np.sin(np.arange(168) / 7) * 100 + 500, 12), index=HOURS)
-    result = backtest(weekly, horizon=24, folds=3, models=("seasonal_naive",))
-    assert result["seasonal_naive"]["mae"] == 0.0
-    assert result["seasonal_naive"]["mape"] == 0.0
-    assert result["seasonal_naive"]["folds"] == 3
+    result = backtest(weekly, horizon=24, folds=3, seasons=[168],
+                      candidates=("seasonal_naive_168",))
+    block = result["candidates"]["seasonal_naive_168"]
+    assert block["mae"] == 0.0 and block["mape"] == 0.0
+    assert block["mase"] is None  # the in-sample seasonal naive is exact: no scale
+    assert block["folds"] == 3
 
 
 def test_linear_trend_naive_error_is_slope_times_season_and_prophet_learns_it() -> None:
     trend = pd.Series(2.0 * np.arange(len(HOURS)) + 100, index=HOURS)
-    result = backtest(trend, horizon=24, folds=2)
-    assert result["seasonal_naive"]["mae"] == pytest.approx(2.0 * 168)
-    assert result["prophet"]["mae"] < 5  # a straight line is what Prophet's trend is
+    result = backtest(trend, horizon=24, folds=2, seasons=[168],
+                      candidates=("naive", "seasonal_naive_168", "prophet"))
+    assert result["candidates"]["seasonal_naive_168"]["mae"] == pytest.approx(2.0 * 168)
+    # persistence is off by 2 per hour ahead: 2 * mean(1..24)
+    assert result["candidates"]["naive"]["mae"] == pytest.approx(2.0 * 12.5)
+    assert result["candidates"]["prophet"]["mae"] < 5  # a straight line is Prophet's trend
     assert result["selected"]["model"] == "prophet"
 
 
@@ -50,9 +55,10 @@ def test_na_and_duplicated_timestamps_are_explicit() -> None:
 def test_backtest_ignores_missing_points_when_scoring() -> None:
     weekly = pd.Series(np.tile(np.arange(168.0), 12), index=HOURS)
     weekly.iloc[-10:] = np.nan
-    result = backtest(weekly, horizon=24, folds=2, models=("seasonal_naive",))
-    assert result["seasonal_naive"]["mae"] == 0.0
-    assert result["seasonal_naive"]["points"] == 24 + 14
+    result = backtest(weekly, horizon=24, folds=2, seasons=[168],
+                      candidates=("seasonal_naive_168",))
+    assert result["candidates"]["seasonal_naive_168"]["mae"] == 0.0
+    assert result["candidates"]["seasonal_naive_168"]["points"] == 24 + 14
 
 
 def _evaluate(*args: str) -> dict:
@@ -63,25 +69,116 @@ def _evaluate(*args: str) -> dict:
     return json.loads(result.stdout)
 
 
-def test_i94_selected_model_is_no_worse_than_naive_on_later_folds(shared_data: Path) -> None:
+def _no_worse_than_every_baseline(result: dict) -> None:
+    """Every candidate reported with its metrics; the selection's later-fold MAE is at
+    most the best baseline's there (persistence, seasonal naive per seasonality)."""
+    later = result["later_folds"]
+    for block in result["candidates"].values():
+        assert {"mae", "mape", "mase", "coverage"} <= block.keys()
+        assert block["mae"] > 0 and block["mase"] > 0 and 0 < block["coverage"] <= 1
+    baselines = [later[b]["mae"] for b in result["baselines"]]
+    assert len(baselines) == 1 + len(result["seasons"])
+    assert result["selected"]["mae"] <= min(baselines)
+    assert result["selected"]["best_baseline_later"]["mae"] == min(baselines)
+
+
+def test_i94_selection_is_no_worse_than_every_baseline_on_later_folds(
+        shared_data: Path) -> None:
     result = _evaluate("--csv", str(shared_data / "traffic/Metro_Interstate_Traffic_Volume.csv"),
                        "--time", "date_time", "--value", "traffic_volume",
                        "--holiday-column", "holiday")
     assert result["series"]["duplicated_timestamps"] == 5445  # SOURCES.md
     assert result["series"]["largest_gap_hours"] == 307.75 * 24
-    assert result["prophet"]["folds"] == result["seasonal_naive"]["folds"] == 18
-    chosen = result["selected"]
-    assert chosen["mae"] <= 1.10 * chosen["later_folds_mae"]["seasonal_naive"]
-    assert 0 < result["prophet"]["coverage"] <= 1
+    assert result["seasons"] == [24, 168] and len(result["origins"]) == 18
+    assert {"naive", "seasonal_naive_24", "seasonal_naive_168", "ets", "theta", "mstl",
+            "prophet"} <= result["candidates"].keys()
+    assert result["later_folds"]["prophet"]["folds"] == 9
+    _no_worse_than_every_baseline(result)
 
 
-def test_prsa_combines_time_columns(shared_data: Path) -> None:
+def test_prsa_pm25_selection_is_no_worse_than_persistence(shared_data: Path) -> None:
+    """The series where Prophet lost to persistence (94.4 vs 52.3 on the later folds)."""
     result = _evaluate("--csv", str(shared_data / "air_quality/"
                                     "PRSA_Data_Aotizhongxin_20130301-20170228.csv"),
-                       "--time", "year,month,day,hour", "--value", "PM2.5", "--folds", "6")
+                       "--time", "year,month,day,hour", "--value", "PM2.5", "--freq", "H")
     assert result["series"]["rows"] == 35064 and result["series"]["missing"] > 0
-    assert result["prophet"]["mae"] > 0 and result["seasonal_naive"]["mae"] > 0
-    assert result["selected"]["model"] in {"prophet", "seasonal_naive"}
+    assert result["series"]["freq"] == "h"
+    _no_worse_than_every_baseline(result)
+
+
+def test_epa_daily_pm25_selection_is_no_worse_than_every_baseline(shared_data: Path) -> None:
+    """A daily series (seasonality 7): the NY/NJ metro mean of the EPA sites per day."""
+    result = _evaluate("--csv", str(shared_data / "air_quality/"
+                                    "epa_aqs_pm25_daily_nyc_metro_2022.csv"),
+                       "--time", "Date", "--value", "Daily Mean PM2.5 Concentration",
+                       "--freq", "d", "--horizon", "7", "--step", "7", "--folds", "26",
+                       "--train-window", "140")
+    assert result["seasons"] == [7] and result["series"]["freq"] == "D"
+    _no_worse_than_every_baseline(result)
+
+
+def test_mase_and_coverage_match_an_independent_computation(shared_data: Path) -> None:
+    """Persistence on two real I-94 folds: MAE, MASE (scaled by the in-sample weekly
+    seasonal naive) computed here with pandas alone."""
+    series, _ = load_series(str(shared_data / "traffic/Metro_Interstate_Traffic_Volume.csv"),
+                            ["date_time"], "traffic_volume")
+    series = series.iloc[-24 * 7 * 12:]
+    result = backtest(series, horizon=24, folds=2, step=168, train_window=24 * 7 * 4,
+                      seasons=[168], candidates=("naive",))
+    errors, scaled = [], []
+    for origin in (len(series) - 24 - 168, len(series) - 24):
+        train = series.iloc[origin - 24 * 7 * 4:origin]
+        actual = series.iloc[origin:origin + 24]
+        last = train.dropna().iloc[-1]
+        err = (actual - last).abs().dropna()
+        scale = (train - train.shift(168)).abs().mean()
+        errors += err.tolist()
+        scaled += (err / scale).tolist()
+    assert result["candidates"]["naive"]["mae"] == pytest.approx(np.mean(errors), abs=1e-3)
+    assert result["candidates"]["naive"]["mase"] == pytest.approx(np.mean(scaled), abs=1e-3)
+
+
+def test_warning_counts_match_an_independent_computation(shared_data: Path) -> None:
+    """PM2.5 > 75 µg/m³ (China's 24 h Grade II limit) on a real PRSA slice: the warnings
+    of persistence and the daily seasonal naive, counted here from the readings."""
+    from citywatch.forecasts.early_warning import warning_skill
+
+    series, _ = load_series(str(shared_data / "air_quality/"
+                                "PRSA_Data_Aotizhongxin_20130301-20170228.csv"),
+                            ["year", "month", "day", "hour"], "PM2.5")
+    series = series.iloc[:24 * 7 * 8]
+    skill = warning_skill(series, threshold=75, op=">", lookahead=24, step=24, origins=30,
+                          train_window=24 * 14, seasons=[24],
+                          candidates=("naive", "seasonal_naive_24"))
+    expected = {part: {m: {"hits": 0, "misses": 0, "false_alarms": 0}
+                       for m in skill["models"]} for part in ("models", "onsets")}
+    scored = 0
+    for k in reversed(range(30)):
+        origin = len(series) - 24 - k * 24
+        train, after = series.iloc[origin - 24 * 14:origin], series.iloc[origin:origin + 24]
+        if train.notna().sum() < 48 or after.isna().all():
+            continue
+        scored += 1
+        event = bool((after > 75).any())
+        persistence = bool(train.dropna().iloc[-1] > 75)
+        # the seasonal naive forecasts each hour with the same hour a day earlier (two
+        # days where that is missing)
+        one, two = train.iloc[-24:].to_numpy(), train.iloc[-48:-24].to_numpy()
+        daily = bool((np.where(np.isnan(one), two, one) > 75).any())
+        for model, warned in (("naive", persistence), ("seasonal_naive_24", daily)):
+            key = ("hits" if warned and event else "false_alarms" if warned
+                   else "misses" if event else None)
+            for part in ("models", "onsets") if not persistence else ("models",):
+                if key:
+                    expected[part][model][key] += 1
+    assert skill["origins"] == scored
+    for part in ("models", "onsets"):
+        for model, counts in expected[part].items():
+            assert {k: skill[part][model][k] for k in counts} == counts
+    naive = expected["models"]["naive"]
+    assert skill["events"] == naive["hits"] + naive["misses"] > 0
+    # at an onset persistence never warns; the daily pattern does
+    assert skill["onsets"]["naive"]["hits"] == skill["onsets"]["naive"]["false_alarms"] == 0
 
 
 def test_unknown_column_is_refused(shared_data: Path) -> None:
@@ -111,13 +208,14 @@ def test_registry_round_trip_predicts_the_same_values(shared_data: Path, tmp_pat
     registry = ModelRegistry(store)
     trained = {m.series_key: m for m in train_many(specs, workers=2, progress=registry.save)}
     assert [r.series_key for r in registry.list()] == ["aotizhongxin:pm25", "i94:volume"]
-    from citywatch.forecasts.models import ProphetModel, SeasonalNaive
+    from citywatch.forecasts.models import load_model
 
     for key, model in trained.items():
         row, loaded = registry.load(key)
         assert (row.model_id, row.version) == (model.model_id, model.version)
-        original = (ProphetModel if model.kind == "prophet" else SeasonalNaive).from_json(
-            model.serialized).predict(48)
+        assert row.metrics["backtest"]["selected"]["model"] == model.kind
+        assert model.kind in row.metrics["backtest"]["candidates"]
+        original = load_model(model.kind, model.serialized).predict(48)
         again = loaded.predict(48)
         assert np.allclose(original["yhat"], again["yhat"], equal_nan=True)
         assert again.index[0] > pd.Timestamp(row.train_end.replace(tzinfo=None))
@@ -214,3 +312,22 @@ def test_series_from_the_events_topic_matches_the_file(broker: str, shared_data:
     assert report.rows == len(mine) and report.missing == int(expected.isna().sum())
     with pytest.raises(ValueError, match="exactly one of csv or events"):
         SeriesSpec(key="k", value="pm25")
+
+
+def test_evaluate_warnings_command_and_its_usage_errors(shared_data: Path) -> None:
+    prsa = str(shared_data / "air_quality/PRSA_Data_Aotizhongxin_20130301-20170228.csv")
+    base = [sys.executable, "-m", "citywatch.ops.cli", "forecasts", "evaluate-warnings",
+            "--csv", prsa, "--time", "year,month,day,hour", "--value", "PM2.5",
+            "--threshold", "150"]
+    done = subprocess.run([*base, "--origins", "10", "--candidates",
+                           "naive,seasonal_naive_24", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    skill = json.loads(done.stdout)
+    assert skill["origins"] == 10 and set(skill["models"]) == {"naive", "seasonal_naive_24"}
+    assert set(skill["onsets"]) == set(skill["models"])
+    assert done.stderr == ""  # no Prophet or cmdstanpy chatter
+    for wrong, named in ((["--op", "=>"], "--op"), (["--freq", "fortnightly"], "--freq")):
+        refused = subprocess.run([*base, *wrong], capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 2 and named in refused.stderr
+        assert len(refused.stderr.splitlines()) == 1

@@ -16,13 +16,10 @@ from typing import Any
 from sqlalchemy import insert, select
 
 from citywatch.forecasts.grid import ForecastGrid
-from citywatch.forecasts.models import ProphetModel, SeasonalNaive
+from citywatch.forecasts.models import load_model
 from citywatch.forecasts.training import TrainedModel
 from citywatch.ops.store.schema import ForecastModelRow
 from citywatch.ops.store.store import IncidentStore
-
-LOADERS: dict[str, Any] = {"prophet": ProphetModel.from_json,
-                           "seasonal_naive": SeasonalNaive.from_json}
 
 
 def _aware(value: datetime) -> datetime:
@@ -87,4 +84,4 @@ class ModelRegistry:
                                .order_by(ForecastModelRow.id.desc()).limit(1)).one_or_none()
         if row is None:
             raise KeyError(f"no model for series '{series_key}'")
-        return row, LOADERS[row.kind](row.serialized)
+        return row, load_model(row.kind, row.serialized)
