@@ -1,4 +1,8 @@
-"""Declarative field mapping from a source record (a flat dict) to an envelope.
+"""Declarative field mapping from a source record to an envelope.
+
+Every field name in a mapping is a key of the record or, for nested JSON, a path: dotted
+keys and list indexes (``report.date``, ``openfda.brand_name[0]``). A key that exists as
+written wins (CSV headers such as ``PM2.5`` keep working); errors name the whole path.
 
 Example:
     >>> m = FeedMapping.model_validate({
@@ -12,11 +16,14 @@ Example:
     ...                   locator="i94.csv:2")
     >>> e.time.isoformat(), e.attributes
     ('2018-10-01T04:00:00+00:00', {'volume': 954})
+    >>> lookup({"openfda": {"brand_name": ["Advil", "Motrin"]}}, "openfda.brand_name[1]")
+    'Motrin'
 """
 
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -43,6 +50,62 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_SEGMENT = re.compile(r"([^\[\]]*)((?:\[\d+\])*)")
+_MISSING: Any = object()
+
+
+@lru_cache(maxsize=4096)
+def parse_path(field: str) -> tuple[str | int, ...]:
+    """The keys and indexes of ``field`` (``a.b[0]`` → ``('a', 'b', 0)``); ValueError
+    when it is not a path."""
+    parts: list[str | int] = []
+    for segment in field.split("."):
+        match = _SEGMENT.fullmatch(segment)
+        if match is None or (not match.group(1) and not match.group(2)):
+            raise ValueError(f"{field!r} is not a field path (keys joined by '.', list "
+                             "indexes as [0])")
+        if match.group(1):
+            parts.append(match.group(1))
+        parts += [int(i) for i in re.findall(r"\[(\d+)\]", match.group(2))]
+    return tuple(parts)
+
+
+def lookup(record: dict[str, Any], field: str) -> Any:
+    """The value of ``field`` in ``record`` (a key as written, else a path), or a
+    sentinel when absent; raises :class:`EnvelopeError` when the record's shape does not
+    fit the path (an index into an object, a key into a list)."""
+    if field in record:
+        return record[field]
+    try:
+        path = parse_path(field)
+    except ValueError:
+        return _MISSING
+    if len(path) == 1:
+        return _MISSING
+    value: Any = record
+    walked = ""
+    for part in path:
+        if isinstance(part, int):
+            if not isinstance(value, list):
+                raise EnvelopeError(f"{walked or 'the record'} is not a list", field=field)
+            if part >= len(value):
+                return _MISSING
+            value, walked = value[part], f"{walked}[{part}]"
+        else:
+            if not isinstance(value, dict):
+                raise EnvelopeError(f"{walked} is not an object", field=field)
+            if part not in value:
+                return _MISSING
+            value, walked = value[part], f"{walked}.{part}" if walked else part
+    return value
+
+
+def _checked_path(field: str) -> str:
+    if "[" in field or "]" in field:
+        parse_path(field)
+    return field
+
+
 class Const(_Strict):
     """A constant value instead of a field."""
 
@@ -55,6 +118,11 @@ class AttributeMap(_Strict):
     field: str
     type: Literal["float", "int", "str", "bool"] = "float"
     optional: bool = False
+
+    @field_validator("field")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return _checked_path(value)
     scale: float = 1.0
     offset: float = 0.0
     null_values: tuple[str, ...] = DEFAULT_NULLS
@@ -70,6 +138,11 @@ class TimeMap(_Strict):
     format: str | None = None
     unit: Literal["s", "ms"] | None = None
     timezone: str = "UTC"
+
+    @field_validator("field")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return _checked_path(value)
 
     @field_validator("timezone")
     @classmethod
@@ -159,9 +232,10 @@ class FeedMapping(_Strict):
 
 
 def _raw(record: dict[str, Any], field: str) -> Any:
-    if field not in record:
+    value = lookup(record, field)
+    if value is _MISSING:
         raise EnvelopeError("missing from the record", field=field)
-    return record[field]
+    return value
 
 
 def _text(record: dict[str, Any], field: str) -> str:
@@ -276,11 +350,12 @@ def _attributes(record: dict[str, Any],
                 converters: list[tuple[str, AttributeMap, Any]]) -> dict[str, AttributeValue]:
     out: dict[str, AttributeValue] = {}
     for name, spec, convert in converters:
-        value = record.get(spec.field)
-        if value is None or (isinstance(value, str) and value.strip() in spec.null_values):
+        value = lookup(record, spec.field)
+        if value is _MISSING or value is None or (
+                isinstance(value, str) and value.strip() in spec.null_values):
             if spec.optional:
                 continue
-            if spec.field not in record:
+            if value is _MISSING:
                 raise EnvelopeError("missing from the record", field=spec.field)
             raise EnvelopeError("empty", field=spec.field)
         try:

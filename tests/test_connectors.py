@@ -341,3 +341,38 @@ def test_a_bad_record_from_a_plugins_envelope_call_is_a_dead_letter_and_the_run_
     assert [(i.locator, i.field) for i in items if isinstance(i, DeadLetter)] == [
         ("sensors.csv:3", "geometry.coordinates"), ("sensors.csv:4", "time")]
     assert [i.attributes["pm25"] for i in items if isinstance(i, Envelope)] == [10.0, 40.0]
+
+
+def test_nested_json_lines_map_through_paths_and_bad_paths_are_named(tmp_path: Path) -> None:
+    """openFDA-shaped food event reports (a fixture written for this test): dotted keys
+    and list indexes reach nested fields; each record a path cannot be followed in is a
+    dead letter naming the whole path and the line."""
+    from citywatch.connectors.file import FileSource
+    from citywatch.connectors.mapping import FeedMapping
+    from citywatch.streams.deadletter import DeadLetter
+    from citywatch.streams.envelope import Envelope
+
+    fixture = Path(__file__).parent / "fixtures/openfda_food_events.jsonl"
+    mapping = FeedMapping.model_validate({
+        "name": "openfda-food", "domain": "food_safety", "kind": "food.adverse_event",
+        "format": "jsonl", "path": str(fixture), "record_id": ["report_number"],
+        "entity_id": "products[0].name_brand",
+        "time": {"field": "date_created", "format": "%Y%m%d"},
+        "attributes": {"age": {"field": "consumer.age", "type": "int"},
+                       "industry": {"field": "products[0].industry_name", "type": "str"},
+                       "first_reaction": {"field": "reactions[0]", "type": "str"}}})
+    items = list(FileSource(mapping).run())
+    records = [json.loads(line) for line in fixture.read_text().splitlines()]
+    good = [i for i in items if isinstance(i, Envelope)]
+    assert [(e.entity_id, e.attributes["age"], e.attributes["industry"]) for e in good] == [
+        (r["products"][0]["name_brand"], int(r["consumer"]["age"]),
+         r["products"][0]["industry_name"]) for r in records[:2]]
+    letters = {i.locator: (i.field, i.error) for i in items if isinstance(i, DeadLetter)}
+    name = fixture.name
+    assert letters == {
+        f"{name}:3": ("consumer.age", "missing from the record"),
+        f"{name}:4": ("products[0].name_brand", "missing from the record"),
+        f"{name}:5": ("consumer.age", "consumer is not an object")}
+    with pytest.raises(ValueError, match="not a field path"):
+        FeedMapping.model_validate({**mapping.model_dump(), "attributes": {
+            "age": {"field": "consumer.age[x]"}}})
