@@ -278,3 +278,54 @@ def test_schemathesis_finds_no_server_errors(api) -> None:
         no_5xx()
         checked += 1
     assert checked >= 14
+
+
+def test_incidents_as_a_gis_layer_and_exported_files(api, store: IncidentStore,
+                                                     tmp_path) -> None:
+    """``/incidents.geojson`` opens with GeoPandas, one feature per incident at its place,
+    filters as ``/incidents``; ``incidents export`` writes GeoPackage, GeoJSON and CSV
+    that reopen with the same rows."""
+    import io
+    import subprocess
+    import sys
+
+    import geopandas as gpd
+    import pandas as pd
+
+    client, h = api
+    listed = client.get("/incidents", headers=h["viewer"]).json()["items"]
+    response = client.get("/incidents.geojson", headers=h["viewer"])
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/geo+json")
+    layer = gpd.read_file(io.BytesIO(response.content))
+    assert len(layer) == len(listed) == int(response.headers["x-total-count"])
+    by_id = {i["id"]: i for i in listed}
+    for _, row in layer.iterrows():
+        incident = by_id[row["id"]]
+        assert (row["severity"], row["status"], row["zone_name"]) == (
+            incident["severity"], incident["status"], incident["zone_name"])
+        assert (row.geometry.x, row.geometry.y) == (incident["lon"], incident["lat"])
+    traffic = client.get("/incidents.geojson", params={"domain": "traffic"},
+                         headers=h["viewer"]).json()
+    assert [f["properties"]["domain"] for f in traffic["features"]] == ["traffic"]
+    assert client.get("/incidents.geojson").status_code == 401
+    assert client.get("/incidents.geojson", params={"bbox": "1,2"},
+                      headers=h["viewer"]).status_code == 422
+
+    env = {**os.environ, "CITYWATCH_DATABASE_URL": store.url,
+           "CITYWATCH_DATA_DIR": str(tmp_path)}
+    for suffix in ("gpkg", "geojson", "csv"):
+        out = tmp_path / f"incidents.{suffix}"
+        done = subprocess.run([sys.executable, "-m", "citywatch.ops.cli", "incidents",
+                               "export", "--out", str(out)], capture_output=True,
+                              text=True, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert f"wrote {len(listed)} incidents" in done.stdout
+        back = pd.read_csv(out) if suffix == "csv" else gpd.read_file(out)
+        assert sorted(back["id"]) == sorted(by_id)
+        assert dict(zip(back["id"], back["severity"], strict=True)) == {
+            i: v["severity"] for i, v in by_id.items()}
+    wrong = subprocess.run([sys.executable, "-m", "citywatch.ops.cli", "incidents", "export",
+                            "--out", str(tmp_path / "x.shp")], capture_output=True,
+                           text=True, env=env, timeout=60)
+    assert wrong.returncode == 2 and "--format" in wrong.stderr

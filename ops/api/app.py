@@ -66,6 +66,7 @@ from citywatch.ops.api.security import SecurityHeaders
 from citywatch.ops.api.throttle import FailureThrottle
 from citywatch.ops.cap import CapWriter
 from citywatch.ops.explain import as_prov, explain_alert
+from citywatch.ops.gis import incident_features
 from citywatch.ops.live_zones import LiveZones
 from citywatch.ops.settings import Settings
 from citywatch.ops.store.changes import incident_changes, last_change_id
@@ -302,6 +303,20 @@ def create_api(settings: Settings, store: IncidentStore | None = None) -> FastAP
         rows, total = list_incidents(store, f)
         return IncidentPage(items=[Incident.model_validate(r) for r in rows], total=total,
                             limit=f.limit, offset=f.offset)
+
+    @api.get("/incidents.geojson", responses=ERRORS | {200: {
+        "content": {"application/geo+json": {}},
+        "description": "The incidents the filters select (a page: limit, offset) as a "
+                       "GeoJSON FeatureCollection; X-Total-Count says how many match."}},
+        response_class=Response)
+    def incidents_geojson(f: Annotated[IncidentFilter, Depends(filters)],
+                          _: Caller = reader) -> Response:
+        """Incidents as a GIS layer: points at their place with severity, status, times
+        and zone as properties (open it in QGIS, ArcGIS or GeoPandas)."""
+        rows, total = list_incidents(store, f)
+        body = incident_features([Incident.model_validate(r).model_dump() for r in rows])
+        return Response(json.dumps(body), media_type="application/geo+json",
+                        headers={"X-Total-Count": str(total)})
 
     @api.get("/incidents/{incident_id}", responses=ERRORS | {404: {"model": Problem}})
     def incident(incident_id: IncidentId, _: Caller = reader) -> IncidentDetail:

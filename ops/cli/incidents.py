@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -59,24 +60,12 @@ def incidents_list(
             "--json", help="One JSON object: store, total, items (each with summary).")]
         = False) -> None:
     """List incidents, most recently seen first, with what the newest alert says."""
-    from pydantic import ValidationError
-
     from citywatch.ops.api.models import Incident
-    from citywatch.ops.store.queries import IncidentFilter, latest_messages, list_incidents
+    from citywatch.ops.store.queries import latest_messages, list_incidents
 
-    try:
-        box = tuple(float(v) for v in bbox.split(",")) if bbox else None
-        query = IncidentFilter.model_validate(
-            {"status": status, "min_severity": min_severity, "domain": domain, "zone": zone,
-             "bbox": box, "since": as_utc(since), "until": as_utc(until), "limit": limit,
-             "offset": offset})
-    except (ValueError, ValidationError) as exc:
-        errors = exc.errors() if isinstance(exc, ValidationError) else [
-            {"loc": ("bbox",), "msg": str(exc)}]
-        for err in errors:
-            option = "--" + str(err["loc"][0]).replace("_", "-")
-            typer.echo(f"usage error: {option}: {err['msg']}", err=True)
-        raise typer.Exit(USAGE) from None
+    query = _filter_or_exit(status=status, min_severity=min_severity, domain=domain,
+                            zone=zone, bbox=bbox, since=since, until=until, limit=limit,
+                            offset=offset)
     settings = load_settings()
     store = open_store(settings, announce=not as_json)
     rows, total = list_incidents(store, query)
@@ -90,6 +79,73 @@ def incidents_list(
         return
     _print_table(items, summaries, total, wide)
 
+
+
+def _filter_or_exit(*, bbox: str | None, since: datetime | None, until: datetime | None,
+                    **values: Any) -> Any:
+    """The incident filter of the command's options; one line per mistake and exit 2."""
+    from pydantic import ValidationError
+
+    from citywatch.ops.store.queries import IncidentFilter
+
+    try:
+        box = tuple(float(v) for v in bbox.split(",")) if bbox else None
+        return IncidentFilter.model_validate(
+            {**values, "bbox": box, "since": as_utc(since), "until": as_utc(until)})
+    except (ValueError, ValidationError) as exc:
+        errors = exc.errors() if isinstance(exc, ValidationError) else [
+            {"loc": ("bbox",), "msg": str(exc)}]
+        for err in errors:
+            option = "--" + str(err["loc"][0]).replace("_", "-")
+            typer.echo(f"usage error: {option}: {err['msg']}", err=True)
+        raise typer.Exit(USAGE) from None
+
+
+@incidents_app.command("export")
+def incidents_export(
+        out: Annotated[Path, typer.Option(help="File to write (.geojson, .gpkg or .csv).")],
+        fmt: Annotated[str | None, typer.Option(
+            "--format", help="geojson, gpkg or csv (default: from --out's suffix).")] = None,
+        status: Annotated[list[str] | None, typer.Option(
+            help="new, acknowledged, resolved or reopened (repeat for several).")] = None,
+        min_severity: Annotated[str | None, typer.Option(
+            help="Minor, Moderate, Severe or Extreme: this or worse.")] = None,
+        domain: Annotated[list[str] | None, typer.Option(
+            help="environment, traffic, food_safety or disaster (repeat for several).")]
+        = None,
+        zone: Annotated[list[str] | None, typer.Option(
+            help="Zone id or name, any case (repeat for several).")] = None,
+        bbox: Annotated[str | None, typer.Option(
+            help="min_lon,min_lat,max_lon,max_lat")] = None,
+        since: Annotated[datetime | None, typer.Option(help="Last seen at or after.")] = None,
+        until: Annotated[datetime | None, typer.Option(help="First seen at or before.")]
+        = None) -> None:
+    """Every incident the filters select as a GIS layer 'incidents' (points, WGS 84, with
+    severity, status, times and zone), for QGIS, ArcGIS or a spreadsheet."""
+    from citywatch.ops.api.models import Incident
+    from citywatch.ops.gis import FORMATS, write_incidents
+    from citywatch.ops.store.queries import list_incidents
+
+    chosen = (fmt or out.suffix.lstrip(".")).lower()
+    chosen = "geojson" if chosen == "json" else chosen
+    if chosen not in FORMATS:
+        typer.echo(f"usage error: --format: {chosen!r} is not one of {', '.join(FORMATS)}",
+                   err=True)
+        raise typer.Exit(USAGE)
+    query = _filter_or_exit(status=status, min_severity=min_severity, domain=domain,
+                            zone=zone, bbox=bbox, since=since, until=until, limit=1000,
+                            offset=0)
+    store = open_store(load_settings())
+    rows: list[dict[str, Any]] = []
+    while True:
+        page, total = list_incidents(store, query)
+        rows += [Incident.model_validate(r).model_dump() for r in page]
+        if not page or len(rows) >= total:
+            break
+        query = query.model_copy(update={"offset": len(rows)})
+    store.close()
+    count = write_incidents(rows, out, chosen)  # type: ignore[arg-type]
+    typer.echo(f"wrote {count} incidents to {out} ({chosen})")
 
 
 def _print_table(items: list[Any], summaries: dict[str, str], total: int,
