@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from citywatch.streams.envelope import (
@@ -156,13 +157,23 @@ class TimeMap(_Strict):
 
 class GeometryMap(_Strict):
     """Location: ``lon``/``lat`` fields, a constant ``point``, or the record's GeoJSON
-    geometry (``from_record: true``). ``optional`` lets records without one through."""
+    geometry (``from_record: true``). ``optional`` lets records without one through.
+    ``crs`` names the CRS of projected coordinates (``EPSG:2263``): they are converted to
+    longitude/latitude."""
 
     lon: str | None = None
     lat: str | None = None
     point: tuple[float, float] | None = None
     from_record: bool = False
     optional: bool = False
+    crs: str | None = None
+
+    @field_validator("crs")
+    @classmethod
+    def _known_crs(cls, value: str | None) -> str | None:
+        if value is not None:
+            _to_lonlat(value)
+        return value
 
     @model_validator(mode="after")
     def _one_way(self) -> GeometryMap:
@@ -290,6 +301,21 @@ def _coordinate(record: dict[str, Any], field: str) -> float | None:
     return number
 
 
+@lru_cache(maxsize=16)
+def _to_lonlat(crs: str) -> Any:
+    """A transformer from ``crs`` to longitude/latitude (ValueError if unknown)."""
+    from pyproj import Transformer
+    from pyproj.exceptions import CRSError
+
+    try:
+        return Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    except CRSError:
+        raise ValueError(f"unknown CRS {crs!r} (e.g. EPSG:2263)") from None
+
+
+_PROJECTED_HINT = " (projected coordinates? set the mapping's geometry.crs, e.g. EPSG:2263)"
+
+
 def _geometry(record: dict[str, Any], spec: GeometryMap | None) -> dict[str, Any] | None:
     if spec is None:
         return None
@@ -300,7 +326,13 @@ def _geometry(record: dict[str, Any], spec: GeometryMap | None) -> dict[str, Any
         if geometry is None and not spec.optional:
             raise EnvelopeError("missing coordinates", field="geometry")
         if geometry is not None:
-            check_geometry(geometry)
+            if spec.crs is not None:
+                geometry = _reprojected(geometry, spec.crs)
+            try:
+                check_geometry(geometry)
+            except EnvelopeError as exc:
+                hint = _PROJECTED_HINT if "range" in exc.reason and spec.crs is None else ""
+                raise EnvelopeError(exc.reason + hint, field=exc.field) from None
         return geometry
     assert spec.lon is not None and spec.lat is not None
     lon, lat = _coordinate(record, spec.lon), _coordinate(record, spec.lat)
@@ -308,11 +340,36 @@ def _geometry(record: dict[str, Any], spec: GeometryMap | None) -> dict[str, Any
         if spec.optional:
             return None
         raise EnvelopeError("missing coordinates", field=spec.lon if lon is None else spec.lat)
+    if spec.crs is not None:
+        lon, lat = _to_lonlat(spec.crs).transform(lon, lat)
+    hint = _PROJECTED_HINT if spec.crs is None else ""
     if not -180 <= lon <= 180:
-        raise EnvelopeError(f"{lon} is not a longitude", field=spec.lon)
+        raise EnvelopeError(f"{lon} is not a longitude{hint}", field=spec.lon)
     if not -90 <= lat <= 90:
-        raise EnvelopeError(f"{lat} is not a latitude", field=spec.lat)
+        raise EnvelopeError(f"{lat} is not a latitude{hint}", field=spec.lat)
     return {"type": "Point", "coordinates": [lon, lat]}
+
+
+def _reprojected(geometry: dict[str, Any], crs: str) -> dict[str, Any]:
+    import shapely
+    from shapely.geometry import mapping, shape
+
+    transformer = _to_lonlat(crs)
+    try:
+        moved = shapely.transform(shape(geometry), lambda xy: np.column_stack(
+            transformer.transform(xy[:, 0], xy[:, 1])))
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise EnvelopeError(f"not a GeoJSON geometry: {exc}", field="geometry") from None
+    return _lists(mapping(moved))
+
+
+def _lists(value: Any) -> Any:
+    """Shapely's ``mapping`` output as plain JSON values (tuples become lists)."""
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_lists(v) for v in value]
+    return value
 
 
 _TRUE = frozenset({"1", "true", "yes", "y", "t"})

@@ -22,7 +22,7 @@ import numpy as np
 import shapely
 from numpy.typing import NDArray
 
-from citywatch.geo.zones import WGS84, ZoneLayerError
+from citywatch.geo.zones import WGS84, ZoneLayerError, in_lonlat
 
 METRES_PER_DEGREE = 111_320.0
 
@@ -54,14 +54,15 @@ class SiteLayer:
         self.tree = shapely.STRtree(shapely.points(self.lons, self.lats))
 
     @classmethod
-    def from_file(cls, name: str, path: Path, *, name_field: str = "name") -> SiteLayer:
+    def from_file(cls, name: str, path: Path, *, name_field: str = "name",
+                  crs: str | None = None) -> SiteLayer:
         try:
             frame = gpd.read_file(path)
         except Exception as exc:  # pyogrio raises several types; all mean "unusable file"
             raise ZoneLayerError(f"{path}: cannot read site layer: {exc}") from exc
         if name_field not in frame.columns:
             raise ZoneLayerError(f"{path}: no '{name_field}' property")
-        frame = frame.set_crs(4326) if frame.crs is None else frame.to_crs(4326)
+        frame = in_lonlat(frame, path, crs)
         points = frame.geometry.representative_point()
         return cls(name, [str(v) for v in frame[name_field]], points.x.to_numpy(),
                    points.y.to_numpy())

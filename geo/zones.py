@@ -77,8 +77,9 @@ class ZoneLayer:
 
     @classmethod
     def from_file(cls, name: str, path: Path, *, name_field: str = "name",
-                  id_field: str | None = None) -> ZoneLayer:
-        """Read any GDAL vector format; reproject to EPSG:4326; repair invalid polygons."""
+                  id_field: str | None = None, crs: str | None = None) -> ZoneLayer:
+        """Read any GDAL vector format; reproject to EPSG:4326 (from ``crs`` when given,
+        else the file's own CRS); repair invalid polygons."""
         try:
             frame = gpd.read_file(path)
         except Exception as exc:  # pyogrio raises several types; all mean "unusable file"
@@ -89,11 +90,7 @@ class ZoneLayer:
         if id_field and id_field not in frame.columns:
             raise ZoneLayerError(f"{path}: no '{id_field}' property for id_field (have: "
                                  f"{', '.join(c for c in frame.columns if c != 'geometry')})")
-        if frame.crs is None:
-            log.warning("%s has no CRS; assuming EPSG:4326", path)
-            frame = frame.set_crs(4326)
-        elif frame.crs.to_epsg() != 4326:
-            frame = frame.to_crs(4326)
+        frame = in_lonlat(frame, path, crs)
         invalid = ~frame.geometry.is_valid
         if invalid.any():
             log.warning("%s: repaired %d invalid polygon(s): %s", path, int(invalid.sum()),
@@ -103,6 +100,27 @@ class ZoneLayer:
         names = [str(v) for v in frame[name_field]]
         ids = [str(v) for v in frame[id_field]] if id_field else names
         return cls(name, ids, names, np.asarray(frame.geometry.values, dtype=object))
+
+
+def in_lonlat(frame: gpd.GeoDataFrame, path: Path, crs: str | None) -> gpd.GeoDataFrame:
+    """``frame`` in EPSG:4326: from ``crs`` (the layer's ``crs:`` setting, which wins),
+    else from the file's CRS. Coordinates said to be longitude/latitude (no CRS, or a
+    geographic one: GeoJSON readers assume WGS 84 when the file has no ``crs`` member)
+    must be in range, else the file is refused with the setting to use."""
+    if crs is not None:
+        frame = frame.set_crs(crs, allow_override=True)
+    elif frame.crs is None or frame.crs.is_geographic:
+        min_x, min_y, max_x, max_y = (float(v) for v in frame.total_bounds)
+        if not (-180 <= min_x <= max_x <= 180 and -90 <= min_y <= max_y <= 90):
+            raise ZoneLayerError(
+                f"{path}: coordinates reach ({min_x:.6g}, {min_y:.6g})..({max_x:.6g}, "
+                f"{max_y:.6g}), beyond longitude/latitude, and the file declares no "
+                "projected CRS: set the layer's crs (e.g. 'crs: EPSG:2263' for New York "
+                "State Plane feet)")
+        if frame.crs is None:
+            log.warning("%s has no CRS; assuming EPSG:4326", path)
+            frame = frame.set_crs(4326)
+    return frame if frame.crs.to_epsg() == 4326 else frame.to_crs(4326)
 
 
 class ZoneIndex:

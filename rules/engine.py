@@ -158,7 +158,8 @@ class RuleEngine:
     def from_ruleset(cls, ruleset: RuleSet, state: StateStore | None = None,
                      forecasts: ForecastBook | None = None) -> RuleEngine:
         """An engine with the rule set's zone and site layers loaded from their files."""
-        sites = {s.layer: SiteLayer.from_file(s.layer, s.path, name_field=s.name_field)
+        sites = {s.layer: SiteLayer.from_file(s.layer, s.path, name_field=s.name_field,
+                                               crs=s.crs)
                  for s in ruleset.sites}
         return cls(ruleset, build_zone_index(ruleset), sites, state, forecasts)
 
@@ -676,4 +677,5 @@ def _render(template: str, values: _TemplateValues) -> str:
 def build_zone_index(ruleset: RuleSet) -> ZoneIndex:
     """Load every zone layer a rule set declares."""
     return ZoneIndex([ZoneLayer.from_file(z.layer, z.path, name_field=z.name_field,
-                                          id_field=z.id_field) for z in ruleset.zones])
+                                          id_field=z.id_field, crs=z.crs)
+                      for z in ruleset.zones])

@@ -420,6 +420,14 @@ class ZoneLayerSpec(_Strict):
     path: Path
     name_field: str = "name"
     id_field: str | None = None
+    crs: str | None = None
+    """The CRS of the file's coordinates (``EPSG:2263``) when the file declares none or
+    declares a wrong one; default: the file's own, or lon/lat."""
+
+    @field_validator("crs")
+    @classmethod
+    def _known_crs(cls, value: str | None) -> str | None:
+        return _checked_crs(value)
 
 
 class SiteLayerSpec(_Strict):
@@ -428,6 +436,25 @@ class SiteLayerSpec(_Strict):
     layer: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
     path: Path
     name_field: str = "name"
+    crs: str | None = None
+    """As for zone layers."""
+
+    @field_validator("crs")
+    @classmethod
+    def _known_crs(cls, value: str | None) -> str | None:
+        return _checked_crs(value)
+
+
+def _checked_crs(value: str | None) -> str | None:
+    if value is not None:
+        from pyproj import CRS
+        from pyproj.exceptions import CRSError
+
+        try:
+            CRS.from_user_input(value)
+        except CRSError:
+            raise ValueError(f"unknown CRS {value!r} (e.g. EPSG:4326, EPSG:2263)") from None
+    return value
 
 
 class RuleSet(_Strict):
@@ -459,10 +486,11 @@ class RuleSet(_Strict):
             if rule.alert.valid_for == DEFAULT_VALIDITY_SECONDS:  # as in Rule.version
                 del dumped["alert"]["valid_for"]
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
-        layers = json.dumps(
-            [[z.layer, self._digests.get(f"zones:{z.layer}", z.path.name)] for z in self.zones]
-            + [[s.layer, self._digests.get(f"sites:{s.layer}", s.path.name)]
-               for s in self.sites])
+        layers = json.dumps(  # a crs only when set: versions without one stay the same
+            [[z.layer, self._digests.get(f"zones:{z.layer}", z.path.name),
+              *([z.crs] if z.crs else [])] for z in self.zones]
+            + [[s.layer, self._digests.get(f"sites:{s.layer}", s.path.name),
+                *([s.crs] if s.crs else [])] for s in self.sites])
         return hashlib.sha256((canonical + layers).encode()).hexdigest()[:12]
 
     @model_validator(mode="after")

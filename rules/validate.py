@@ -151,12 +151,13 @@ def validate_ruleset(path: Path, *, attributes: Mapping[str, Collection[str]] | 
         try:
             names[spec.layer] = ZoneLayer.from_file(spec.layer, spec.path,
                                                     name_field=spec.name_field,
-                                                    id_field=spec.id_field)
+                                                    id_field=spec.id_field, crs=spec.crs)
         except ZoneLayerError as exc:
             report.findings.append(Finding(at("zones", number, _blame(exc, spec)), str(exc)))
     for number, site in enumerate(ruleset.sites):
         try:
-            SiteLayer.from_file(site.layer, site.path, name_field=site.name_field)
+            SiteLayer.from_file(site.layer, site.path, name_field=site.name_field,
+                                crs=site.crs)
         except ZoneLayerError as exc:
             report.findings.append(Finding(at("sites", number, _blame(exc, site)), str(exc)))
 

@@ -446,3 +446,42 @@ def test_a_newest_first_feed_read_in_event_time_order_gives_the_in_order_window_
     assert in_order == {day: float(n) for day, n in days.items()}
     assert late > days.sum() / 2 and len(as_published) < len(in_order)
     assert "run backwards" in caplog.text and "order: event_time" in caplog.text
+
+
+def test_projected_feed_coordinates_need_the_mappings_crs(shared_data: Path,
+                                                         tmp_path: Path) -> None:
+    """EPA site coordinates converted here to New York State Plane feet (EPSG:2263):
+    without ``geometry.crs`` every row is a dead letter that suggests it; with it the
+    envelopes carry the original longitude/latitude."""
+    import csv
+
+    from pyproj import Transformer
+
+    from citywatch.connectors.file import FileSource, load_feed
+    from citywatch.ops.settings import DEMO_DIR
+    from citywatch.streams.deadletter import DeadLetter
+    from citywatch.streams.envelope import Envelope
+
+    feed = load_feed(DEMO_DIR / "feeds/epa_pm25_nyc.yaml")
+    source = shared_data / "air_quality/epa_aqs_pm25_daily_nyc_metro_2022.csv"
+    with source.open() as fh:
+        rows = list(csv.DictReader(fh))[:200]
+    to_feet = Transformer.from_crs("EPSG:4326", "EPSG:2263", always_xy=True)
+    lon_field, lat_field = feed.geometry.lon, feed.geometry.lat
+    projected = tmp_path / "epa_2263.csv"
+    with projected.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            x, y = to_feet.transform(float(row[lon_field]), float(row[lat_field]))
+            writer.writerow({**row, lon_field: repr(x), lat_field: repr(y)})
+    plain = [i for i in FileSource(feed.model_copy(update={"path": projected})).run()]
+    assert plain and all(isinstance(i, DeadLetter) and "geometry.crs" in i.error
+                         for i in plain)
+    declared = feed.model_copy(update={"path": projected, "geometry": feed.geometry.model_copy(
+        update={"crs": "EPSG:2263"})})
+    events = [i for i in FileSource(declared).run() if isinstance(i, Envelope)]
+    assert len(events) == len(rows)
+    for event, row in zip(events, rows, strict=True):
+        lon, lat = event.geometry["coordinates"]
+        assert abs(lon - float(row[lon_field])) < 1e-7 and abs(lat - float(row[lat_field])) < 1e-7
