@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from datetime import datetime
 from functools import cache
@@ -117,18 +118,31 @@ def _when(value: str | None) -> datetime | None:
 
 
 def cap_records(root: etree._Element) -> Iterator[tuple[str, dict[str, Any]]]:
-    """``(suffix, record)`` per info/area: the values an envelope needs."""
+    """``(suffix, record)`` per info/area: the values an envelope needs, and everything
+    a responder or a re-publication needs from the message: ``msg_type``, ``sent`` and
+    ``references`` (what an Update or Cancel refers to), ``description``,
+    ``instruction``, ``expires``, ``response_type``, ``web``, each ``parameter.NAME`` and
+    each ``geocode.NAME``; the area's polygons and circles as its geometry."""
     ns = etree.QName(root).namespace
     head = {name: _text(root, name, ns) for name in ("identifier", "sender", "sent",
-                                                     "status", "msgType", "scope")}
+                                                     "status", "msgType", "scope",
+                                                     "references", "note")}
     for i, info in enumerate(root.findall(f"{{{ns}}}info")):
         base: dict[str, AttributeValue] = {
             "identifier": head["identifier"], "sender": head["sender"],
-            "status": head["status"], "msg_type": head["msgType"],
+            "sent": head["sent"], "status": head["status"], "msg_type": head["msgType"],
+            "references": head["references"], "note": head["note"],
             "category": ",".join(c.text or "" for c in info.findall(f"{{{ns}}}category")),
+            "response_type": ",".join(r.text or "" for r in info.findall(
+                f"{{{ns}}}responseType")) or None,
         }
-        for name in ("event", "urgency", "severity", "certainty", "headline", "language"):
-            base[name] = _text(info, name, ns)
+        for name in ("event", "urgency", "severity", "certainty", "headline", "language",
+                     "description", "instruction", "expires", "web", "senderName"):
+            base[_snake(name)] = _text(info, name, ns)
+        for parameter in info.findall(f"{{{ns}}}parameter"):
+            key = f"parameter.{_text(parameter, 'valueName', ns)}"
+            value = _text(parameter, "value", ns) or ""
+            base[key] = f"{base[key]},{value}" if key in base else value
         when = (_when(_text(info, "onset", ns)) or _when(_text(info, "effective", ns))
                 or _when(head["sent"]))
         areas = info.findall(f"{{{ns}}}area") or [None]
@@ -144,12 +158,17 @@ def cap_records(root: etree._Element) -> Iterator[tuple[str, dict[str, Any]]]:
                     value = _text(code, "value", ns) or ""
                     attrs[key] = f"{attrs[key]},{value}" if key in attrs else value
             geometry = None
-            if shapes:
-                # overlapping areas merge into one valid (Multi)Polygon
-                merged = shapes[0] if len(shapes) == 1 else shapely.union_all(shapes)
+            if len(shapes) == 1:  # as published: its coordinates are what it says
+                geometry = json.loads(shapely.to_geojson(shapes[0]))
+            elif shapes:  # overlapping areas merge into one valid (Multi)Polygon
+                merged = shapely.union_all(shapes)
                 geometry = json.loads(shapely.to_geojson(shapely.set_precision(merged, 1e-7)))
             yield f"{i}/{j}", {"head": head, "time": when, "attributes": {
                 k: v for k, v in attrs.items() if v is not None}, "geometry": geometry}
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
 
 
 class CapSource(CountingCheckpoint, Source):

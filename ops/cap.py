@@ -92,8 +92,14 @@ class CapWriter:
             raise CapValidationError(errors)
 
     def alert(self, alert: Any) -> bytes:
-        """CAP ``Alert`` message for one stored alert (an ``AlertRow`` or ``Alert``)."""
+        """CAP ``Alert`` message for one stored alert (an ``AlertRow`` or ``Alert``). An
+        alert raised from a CAP message references it (``sender,identifier,sent``) and
+        carries its instruction: re-publication as citywatch's own CAP."""
         root = self._header(alert.id, alert.raised_at, "Alert")
+        attributes = getattr(alert, "attributes", None) or {}
+        if all(attributes.get(k) for k in ("sender", "identifier", "sent")):
+            _sub(root, "references", ",".join(
+                xml_safe(str(attributes[k])) for k in ("sender", "identifier", "sent")))
         self._info(root, alert)
         return self._finish(root)
 
@@ -140,6 +146,9 @@ class CapWriter:
         _sub(info, "senderName", "citywatch")
         _sub(info, "headline", (headline or alert.message)[:160])
         _sub(info, "description", alert.message)
+        instruction = (getattr(alert, "attributes", None) or {}).get("instruction")
+        if isinstance(instruction, str) and instruction.strip():
+            _sub(info, "instruction", instruction)
         lineage = [("rule_id", alert.rule_id), ("rule_version", alert.rule_version),
                    ("model_id", alert.model_id), ("model_version", alert.model_version),
                    ("entity_id", alert.entity_id),
@@ -157,12 +166,20 @@ class CapWriter:
         circle = getattr(alert, "area_circle", None)
         if zone is not None:
             _sub(area, "polygon", polygon_ring(zone))
+        geometry = alert.geometry or {}
         if circle:  # a proximity rule: the circle it watches
             lon, lat, radius_m = circle
             _sub(area, "circle", f"{lat:.6f},{lon:.6f} {radius_m / 1000:g}")
-        elif zone is None and alert.geometry and alert.geometry.get("type") == "Point":
-            lon, lat = alert.geometry["coordinates"][:2]
+        elif zone is None and geometry.get("type") == "Point":
+            lon, lat = geometry["coordinates"][:2]
             _sub(area, "circle", f"{lat:.6f},{lon:.6f} 0")
+        elif zone is None and geometry.get("type") in ("Polygon", "MultiPolygon"):
+            # the event's own area (a CAP polygon): its exterior rings, coordinates as
+            # they came
+            polygons = ([geometry["coordinates"]] if geometry["type"] == "Polygon"
+                        else geometry["coordinates"])
+            for rings in polygons:
+                _sub(area, "polygon", " ".join(f"{lat},{lon}" for lon, lat, *_ in rings[0]))
 
     def _finish(self, root: etree._Element) -> bytes:
         document = etree.tostring(root, xml_declaration=True, encoding="UTF-8",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from factories import make_alert
 from lxml import etree
@@ -116,3 +118,108 @@ def test_cap_expires_follows_the_rules_validity_and_status_follows_the_deploymen
     params = {p.findtext(f"{{{CAP_NS}}}valueName"): p.findtext(f"{{{CAP_NS}}}value")
               for p in root.iter(f"{{{CAP_NS}}}parameter")}
     assert params["event_time"] == cap_time(two_hours.event_time)
+
+
+AGGREGATOR = {"rules": [{
+    "id": "cap-relay", "domain": "disaster", "kinds": ["cap.alert", "cap.update", "cap.cancel"],
+    "condition": {"type": "match", "attribute": "status", "values": ["Actual"]},
+    "alert": {"severity": "Severe", "category": "Met", "message": "{headline}"}}]}
+
+
+def _raise(paths: list, store) -> list:
+    """CAP files → the connector's events → the rule engine's alerts → the store."""
+    from citywatch.connectors.cap import CapSource
+    from citywatch.rules.backtest import run_rules
+    from citywatch.rules.model import RuleSet
+    from citywatch.streams.envelope import Envelope
+
+    events = [e for e in CapSource(paths=paths).run() if isinstance(e, Envelope)]
+    alerts = run_rules(RuleSet.model_validate(AGGREGATOR), events)
+    store.add_alerts(alerts)
+    return alerts
+
+
+def _pairs(text: str) -> list[tuple[float, float]]:
+    return [tuple(float(v) for v in pair.split(",")) for pair in text.split()]
+
+
+def test_cap_examples_round_trip_through_alerts_and_back_to_cap(shared_data, store) -> None:
+    """The three CAP 1.2 examples: ingest keeps what a re-publication needs; each alert
+    raised from them exports as valid CAP 1.2 referencing the original, with its
+    instruction and the polygon's exact coordinates."""
+    from sqlalchemy import select
+
+    from citywatch.connectors.cap import parse_cap
+    from citywatch.ops.store.schema import AlertRow
+
+    examples = sorted((shared_data / "standards/cap/examples").glob("*.cap"))
+    assert len(examples) == 3
+    alerts = _raise(examples, store)
+    assert len(alerts) == len(examples)  # one info, one area each
+    writer = CapWriter(sender="citywatch@example.org")
+    ns = {"c": CAP_NS}
+    with store.engine.connect() as conn:
+        rows = {r.id: r for r in conn.execute(select(AlertRow)).all()}
+    for example in examples:
+        original = parse_cap(example.read_bytes())
+        sender = original.findtext("c:sender", namespaces=ns)
+        identifier = original.findtext("c:identifier", namespaces=ns)
+        sent = original.findtext("c:sent", namespaces=ns)
+        row = next(r for r in rows.values() if r.attributes["identifier"] == identifier)
+        assert row.cap_message == f"{sender},{identifier}"
+        for name, attribute in (("description", "description"),
+                                ("instruction", "instruction"), ("expires", "expires"),
+                                ("msgType", "msg_type")):
+            found = original.find(f".//c:{name}", ns)
+            if found is not None:
+                assert row.attributes[attribute] == found.text.strip()
+        document = writer.alert(row)  # validated against cap12.xsd as it is written
+        exported = etree.fromstring(document)
+        assert exported.findtext("c:references", namespaces=ns) == f"{sender},{identifier},{sent}"
+        instruction = original.findtext(".//c:instruction", namespaces=ns)
+        if instruction:
+            assert exported.findtext(".//c:instruction", namespaces=ns) == instruction.strip()
+        polygons = original.findall(".//c:polygon", ns)
+        assert [_pairs(p.text) for p in exported.findall(".//c:polygon", ns)] == [
+            _pairs(p.text) for p in polygons]
+    assert any(original.findall(".//c:polygon", ns) for original in
+               (parse_cap(e.read_bytes()) for e in examples))
+
+
+def test_cap_update_and_cancel_change_the_incident_raised_from_the_original(
+        shared_data, store) -> None:
+    """An Update referencing the thunderstorm annotates its incident, a Cancel resolves
+    it: both audited with the CAP sender as the actor (fixtures written for this)."""
+    from citywatch.ops.store.queries import get_incident
+
+    fixtures = Path(__file__).parent / "fixtures"
+    first = _raise([shared_data / "standards/cap/examples/thunderstorm.cap"], store)
+    incident_id = get_incident_id(store, first[0].id)
+    _raise([fixtures / "cap_thunderstorm_update.cap"], store)
+    after_update = get_incident(store, incident_id)
+    assert after_update["incident"].status == "new"
+    updates = [a for a in after_update["audit"] if a.action == "cap_update"]
+    assert [(a.actor, a.detail["identifier"]) for a in updates] == [
+        ("cap:KSTO@NWS.NOAA.GOV", "KSTO1055887203-U1")]
+    _raise([fixtures / "cap_thunderstorm_cancel.cap"], store)
+    cancelled = get_incident(store, incident_id)
+    assert cancelled["incident"].status == "resolved"
+    resolve = [a for a in cancelled["audit"] if a.action == "resolve"]
+    assert [(a.actor, a.detail["msg_type"], a.detail["identifier"]) for a in resolve] == [
+        ("cap:KSTO@NWS.NOAA.GOV", "Cancel", "KSTO1055887203-C1")]
+    # the Update's own incident is referenced by the Cancel too: resolved as well
+    update_alert = [r for r in _alerts(store) if r.attributes["identifier"].endswith("-U1")]
+    assert get_incident(store, update_alert[0].incident_id)["incident"].status == "resolved"
+
+
+def get_incident_id(store, alert_id: str) -> str:
+    return next(r.incident_id for r in _alerts(store) if r.id == alert_id)
+
+
+def _alerts(store) -> list:
+    from sqlalchemy import select
+
+    from citywatch.ops.store.schema import AlertRow
+
+    with store.engine.connect() as conn:
+        return list(conn.execute(select(AlertRow)).all())

@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
-from citywatch.ops.store.locks import lock_change_order
-from citywatch.ops.store.schema import AuditRow, IncidentNoteRow, IncidentRow
+from citywatch.ops.store.audit import audit
+from citywatch.ops.store.schema import IncidentNoteRow, IncidentRow
 from citywatch.ops.store.store import IncidentStore
 
 TRANSITIONS: dict[str, dict[str, str]] = {
@@ -36,18 +36,6 @@ class IncidentNotFound(LookupError):
 
 class InvalidTransition(ValueError):
     """The action is not allowed from the incident's current status."""
-
-
-def audit(conn: Connection, *, actor: str, action: str, entity_type: str, entity_id: str,
-          detail: dict[str, Any]) -> None:
-    """Append one audit record (in the caller's transaction). An incident's record is
-    also its change for streaming, appended in commit order (see
-    :mod:`citywatch.ops.store.changes`)."""
-    if entity_type == "incident":
-        lock_change_order(conn)
-    conn.execute(insert(AuditRow).values(at=datetime.now(UTC), actor=actor, action=action,
-                                         entity_type=entity_type, entity_id=entity_id,
-                                         detail=detail))
 
 
 class IncidentDesk:

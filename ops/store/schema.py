@@ -120,6 +120,8 @@ class AlertRow(Base):
     source_origins: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     evaluation: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    cap_message: Mapped[str | None] = mapped_column(String(512), nullable=True, index=True)
+    """``sender,identifier`` of the CAP message the alert was raised from."""
 
 
 class IncidentNoteRow(Base):

@@ -34,6 +34,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
+from citywatch.ops.store.cap_references import apply_cap_references, cap_message
 from citywatch.ops.store.locks import lock_change_order
 from citywatch.ops.store.migrate import migrate
 from citywatch.ops.store.schema import AlertRow, AuditRow, IncidentRow
@@ -169,6 +170,7 @@ class IncidentStore:
                 .returning(AlertRow.id), rows)
             new = {row.id for row in inserted}
             self._refresh_incidents(conn, sorted(set(incident_of.values())), now)
+            apply_cap_references(conn, [a for a in unique.values() if a.id in new], now)
             if also is not None and new:
                 also(conn, [a for a in unique.values() if a.id in new])
             return new
@@ -302,4 +304,5 @@ def _alert_row(alert: Alert, incident: str) -> dict[str, Any]:
         "attributes": alert.attributes, "source_event_ids": alert.source_event_ids,
         "area_circle": list(alert.area_circle) if alert.area_circle else None,
         "source_origins": alert.source_origins or None, "expires_at": alert.expires_at,
-        "evaluation": alert.evaluation or None}
+        "evaluation": alert.evaluation or None,
+        "cap_message": cap_message(alert.attributes) if alert.kind.startswith("cap.") else None}
