@@ -127,6 +127,7 @@ def cap_records(root: etree._Element) -> Iterator[tuple[str, dict[str, Any]]]:
     head = {name: _text(root, name, ns) for name in ("identifier", "sender", "sent",
                                                      "status", "msgType", "scope",
                                                      "references", "note")}
+    _check_references(head["references"])
     for i, info in enumerate(root.findall(f"{{{ns}}}info")):
         base: dict[str, AttributeValue] = {
             "identifier": head["identifier"], "sender": head["sender"],
@@ -165,6 +166,18 @@ def cap_records(root: etree._Element) -> Iterator[tuple[str, dict[str, Any]]]:
                 geometry = json.loads(shapely.to_geojson(shapely.set_precision(merged, 1e-7)))
             yield f"{i}/{j}", {"head": head, "time": when, "attributes": {
                 k: v for k, v in attrs.items() if v is not None}, "geometry": geometry}
+
+
+def _check_references(text: str | None) -> None:
+    """CAP references: space-separated ``sender,identifier,sent`` triples."""
+    for triple in (text or "").split():
+        parts = triple.split(",")
+        try:
+            ok = len(parts) == 3 and all(parts) and datetime.fromisoformat(parts[2])
+        except ValueError:
+            ok = False
+        if not ok:
+            raise CapError(f"references: {triple!r} is not 'sender,identifier,sent'")
 
 
 def _snake(name: str) -> str:

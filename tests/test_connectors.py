@@ -485,3 +485,37 @@ def test_projected_feed_coordinates_need_the_mappings_crs(shared_data: Path,
     for event, row in zip(events, rows, strict=True):
         lon, lat = event.geometry["coordinates"]
         assert abs(lon - float(row[lon_field])) < 1e-7 and abs(lat - float(row[lat_field])) < 1e-7
+
+
+@pytest.mark.parametrize("broken,reason", [
+    ("<polygon>38.47,-120.14 38.34,-119.95 38.52,-119.74 38.62,-119.89 38.47,-120.14"
+     "</polygon>", None),
+    ("<polygon>38.47,-120.14 38.34,-119.95 38.52,-119.74</polygon>",
+     "polygon needs at least 4 points and a closed ring"),
+    ("<polygon>38.47,-120.14 38.34,-119.95 38.52,-119.74 38.62,-119.89</polygon>",
+     "polygon needs at least 4 points and a closed ring"),
+    ("<circle>38.47 -120.14 10</circle>", "circle is not 'lat,lon radius'"),
+    ("REFERENCES", "references: 'KSTO1055887203' is not 'sender,identifier,sent'"),
+])
+def test_cap_semantic_checks_beyond_the_schema(shared_data: Path, tmp_path: Path,
+                                               broken: str, reason: str | None) -> None:
+    """The OASIS thunderstorm example with its area or references broken in ways the XSD
+    allows: the message becomes one dead letter naming the problem."""
+    from citywatch.connectors.cap import CapSource
+    from citywatch.streams.deadletter import DeadLetter
+
+    text = (shared_data / "standards/cap/examples/thunderstorm.cap").read_text()
+    if broken == "REFERENCES":
+        text = text.replace("<scope>Public</scope>",
+                            "<scope>Public</scope><references>KSTO1055887203</references>")
+    else:
+        start, end = text.index("<polygon>"), text.index("</polygon>") + len("</polygon>")
+        text = text[:start] + broken + text[end:]
+    path = tmp_path / "storm.cap"
+    path.write_text(text)
+    items = list(CapSource(paths=[path]).run())
+    if reason is None:
+        assert not any(isinstance(i, DeadLetter) for i in items)
+        return
+    assert len(items) == 1 and isinstance(items[0], DeadLetter)
+    assert reason in items[0].error and items[0].locator.startswith("storm.cap")
