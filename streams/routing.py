@@ -53,7 +53,7 @@ class Delivery(msgspec.Struct, frozen=True):
     subscription_id: str
     team: str
     alert_id: str
-    channel: Literal["topic", "webhook"]
+    channel: Literal["topic", "webhook", "ngsi-ld"]
     payload: bytes
     attempts: int  # attempts made before this one
     url: str | None = None  # the subscription's webhook now (None: no longer has one)
@@ -118,7 +118,7 @@ class Deliverer:
         if topics:
             await asyncio.to_thread(self.queue.delivered, [d.id for d in topics])
         for delivery in claimed:
-            if delivery.channel == "webhook":
+            if delivery.channel != "topic":  # webhooks and NGSI-LD brokers: HTTP POSTs
                 self._in_flight[delivery.id] = delivery.subscription_id
                 self._queue_of(delivery.subscription_id).put_nowait(delivery)
         return len(claimed)
@@ -147,12 +147,13 @@ class Deliverer:
         """One attempt: (the error or None when the endpoint took it, whether the error
         is permanent so retrying is pointless)."""
         if delivery.url is None:
-            return "the subscription has no webhook any more", True
+            return f"the subscription has no {delivery.channel} destination any more", True
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=self.timeout,
                 connector=aiohttp.TCPConnector(resolver=GuardedResolver(self.policy)))
-        headers = {"Content-Type": "application/json",
+        headers = {"Content-Type": ("application/ld+json" if delivery.channel == "ngsi-ld"
+                                    else "application/json"),
                    "X-Citywatch-Delivery": str(delivery.id),
                    "X-Citywatch-Alert": delivery.alert_id}
         url = delivery.url
@@ -163,6 +164,8 @@ class Deliverer:
                     return f"{url}: {refused}", True
                 async with self._session.post(url, data=delivery.payload, headers=headers,
                                               allow_redirects=False) as response:
+                    if response.status == 207:  # an upsert's multi-status: some refused
+                        return f"HTTP 207: {(await response.text())[:300]}", False
                     if 200 <= response.status < 300:
                         return None, False
                     location = response.headers.get("Location")
@@ -192,7 +195,7 @@ class Deliverer:
         retry_in = None if final else self.backoff * 2 ** delivery.attempts
         await asyncio.to_thread(self.queue.attempt_failed, delivery, error, retry_in)
         if final:
-            reason = f"webhook failed after {attempt} attempt(s): {error}"
+            reason = f"{delivery.channel} failed after {attempt} attempt(s): {error}"
             log.warning("delivery %d of alert %s to subscription %s: %s", delivery.id,
                         delivery.alert_id, delivery.subscription_id, reason)
             await self.dead_letter(delivery, reason)

@@ -69,6 +69,9 @@ class SubscriptionIn(SubscriptionFilter):
 
     team: str = Field(pattern=TEAM_PATTERN)
     webhook_url: AnyHttpUrl | None = None
+    ngsi_ld_url: AnyHttpUrl | None = None
+    """An NGSI-LD context broker (its base URL): each alert is upserted there as a FIWARE
+    ``Alert`` entity, with the webhooks' retries and destination checks."""
     active: bool = True
 
 

@@ -301,10 +301,13 @@ def test_a_subscription_with_200k_zones_is_422(api) -> None:
     ("https://hooks.example.org/hook", 201, None),
     ("http://127.0.0.1:9/hook", 201, None),  # on the test allow-list
 ])
-def test_webhook_destinations(api, url: str, status: int, why: str | None) -> None:
+@pytest.mark.parametrize("field", ["webhook_url", "ngsi_ld_url"])
+def test_webhook_destinations(api, url: str, status: int, why: str | None,
+                              field: str) -> None:
+    """Webhooks and NGSI-LD context brokers are checked alike."""
     client, h = api
     response = client.post("/subscriptions", headers=h["operator"],
-                           json={"team": "air", "webhook_url": url})
+                           json={"team": "air", field: url})
     assert response.status_code == status, response.text
     if why:
         assert why in str(response.json()["detail"])

@@ -184,9 +184,11 @@ def create_api(settings: Settings, store: IncidentStore | None = None) -> FastAP
     def checked(body: SubscriptionIn) -> SubscriptionIn:
         """The webhook allowed, and the zones known to the live rule set (spelled as its
         layers spell them)."""
-        problem = webhooks.check_url(str(body.webhook_url)) if body.webhook_url else None
-        if problem is not None:
-            invalid(("body", "webhook_url"), problem, str(body.webhook_url))
+        for field in ("webhook_url", "ngsi_ld_url"):
+            url = getattr(body, field)
+            problem = webhooks.check_url(str(url)) if url else None
+            if problem is not None:
+                invalid(("body", field), problem, str(url))
         spelled, problems = live_zones.check(body.zones)
         if problems:
             invalid(("body", "zones"), "; ".join(problems[:5]), body.zones)

@@ -123,7 +123,7 @@ class DeliveryStatus(_FromRow):
 
     id: int
     alert_id: str
-    channel: Literal["topic", "webhook"]
+    channel: Literal["topic", "webhook", "ngsi-ld"]
     status: Literal["pending", "delivered", "failed"]
     attempts: int
     last_error: str | None

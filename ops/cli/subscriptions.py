@@ -40,6 +40,9 @@ def subscriptions_add(
         min_severity: Annotated[str, typer.Option(
             help="Minor, Moderate, Severe or Extreme: this or worse.")] = "Unknown",
         webhook: Annotated[str | None, typer.Option(help="POST each alert here.")] = None,
+        ngsi_ld: Annotated[str | None, typer.Option(
+            help="Upsert each alert as a FIWARE Alert entity to this NGSI-LD context "
+                 "broker (its base URL).")] = None,
         actor: ActorOption = "cli",
         as_json: Annotated[bool, typer.Option("--json", help="Print the subscription as "
                                                             "JSON.")] = False) -> None:
@@ -55,19 +58,22 @@ def subscriptions_add(
         wanted = SubscriptionIn.model_validate(
             {"team": team, "zones": zone or [], "domains": domain or [],
              "categories": category or [], "min_severity": min_severity,
-             "webhook_url": webhook})
+             "webhook_url": webhook, "ngsi_ld_url": ngsi_ld})
     except ValidationError as exc:
         for err in exc.errors():
             field = str(err["loc"][0])
             option = "--" + {"zones": "zone", "domains": "domain", "categories": "category",
-                             "webhook_url": "webhook"}.get(field, field.replace("_", "-"))
+                             "webhook_url": "webhook", "ngsi_ld_url": "ngsi-ld"}.get(
+                                 field, field.replace("_", "-"))
             typer.echo(f"usage error: {option}: {err['msg']}", err=True)
         raise typer.Exit(USAGE) from None
     settings = load_settings()
-    problem = WebhookPolicy(settings.webhook_allow).check_url(webhook) if webhook else None
-    if problem is not None:
-        typer.echo(f"usage error: --webhook: {problem}", err=True)
-        raise typer.Exit(USAGE)
+    policy = WebhookPolicy(settings.webhook_allow)
+    for option, url in (("--webhook", webhook), ("--ngsi-ld", ngsi_ld)):
+        problem = policy.check_url(url) if url else None
+        if problem is not None:
+            typer.echo(f"usage error: {option}: {problem}", err=True)
+            raise typer.Exit(USAGE)
     store = open_store(settings, announce=not as_json)
     try:
         spelled, problems = LiveZones(store, settings).check(wanted.zones)

@@ -1,8 +1,9 @@
 """The delivery outbox in the incident store (the worker's ``DeliveryQueue``).
 
 :meth:`Outbox.enqueue` runs inside the transaction that stores new alerts: every active
-subscription an alert matches is owed it on its team topic and, when it has one, its
-webhook — once per (subscription, alert, channel), whatever replays or restarts happen.
+subscription an alert matches is owed it on its team topic and, when it has them, its
+webhook and its NGSI-LD context broker (the alert as a FIWARE ``Alert`` entity, upserted)
+— once per (subscription, alert, channel), whatever replays or restarts happen.
 
 Example:
     >>> store = IncidentStore("sqlite://"); store.create_schema()
@@ -23,11 +24,25 @@ from typing import Any
 
 from sqlalchemy import Connection, func, or_, select, update
 
+from citywatch.ops.ngsi_alert import upsert_body
 from citywatch.ops.store.schema import DeliveryRow, SubscriptionRow
 from citywatch.ops.store.store import IncidentStore
 from citywatch.streams.alert import Alert, encode_alert
 from citywatch.streams.routing import Delivery
 from citywatch.streams.subscriptions import Subscription, matching
+
+HTTP_CHANNELS = ("webhook", "ngsi-ld")
+UPSERT_PATH = "/ngsi-ld/v1/entityOperations/upsert"
+
+
+def _destination(subscription: Any, channel: str) -> str | None:
+    """Where a delivery goes now (None: the subscription no longer has that channel)."""
+    if subscription is None:
+        return None
+    if channel == "ngsi-ld":
+        base = subscription.ngsi_ld_url
+        return f"{base.rstrip('/')}{UPSERT_PATH}" if base else None
+    return subscription.webhook_url
 
 
 class Outbox:
@@ -55,11 +70,13 @@ class Outbox:
         for alert in alerts:
             payload = encode_alert(alert).decode()
             for sub in matching(subscriptions, alert):
-                channels = ["topic"] + (["webhook"] if sub.webhook_url else [])
+                channels = [("topic", payload)] + (
+                    [("webhook", payload)] if sub.webhook_url else []) + (
+                    [("ngsi-ld", upsert_body(alert))] if sub.ngsi_ld_url else [])
                 rows += [{"subscription_id": sub.id, "team": sub.team, "alert_id": alert.id,
-                          "channel": channel, "payload": payload, "status": "pending",
+                          "channel": channel, "payload": body, "status": "pending",
                           "attempts": 0, "next_attempt_at": now, "created_at": now,
-                          "updated_at": now} for channel in channels]
+                          "updated_at": now} for channel, body in channels]
         if rows:
             conn.execute(self._insert(DeliveryRow, ["subscription_id", "alert_id", "channel"]),
                          rows)
@@ -75,7 +92,7 @@ class Outbox:
         now = datetime.now(UTC)
         d = DeliveryRow
         free = or_(d.claimed_until.is_(None), d.claimed_until < now)
-        webhook_busy = (d.channel == "webhook") & d.subscription_id.in_(list(busy))
+        webhook_busy = d.channel.in_(HTTP_CHANNELS) & d.subscription_id.in_(list(busy))
         ranked = (select(d.id, d.channel, func.row_number().over(
             partition_by=(d.subscription_id, d.channel), order_by=d.id).label("n"))
             .where(d.status == "pending", d.next_attempt_at <= now, free,
@@ -96,14 +113,15 @@ class Outbox:
                 .values(claimed_until=now + timedelta(seconds=lease_seconds))
                 .returning(d.id, d.subscription_id, d.team, d.alert_id, d.channel,
                            d.payload, d.attempts)).all()
-            urls = dict(conn.execute(
-                select(SubscriptionRow.id, SubscriptionRow.webhook_url)
-                .where(SubscriptionRow.id.in_({r.subscription_id for r in claimed}))).all())
+            urls = {row.id: row for row in conn.execute(
+                select(SubscriptionRow.id, SubscriptionRow.webhook_url,
+                       SubscriptionRow.ngsi_ld_url)
+                .where(SubscriptionRow.id.in_({r.subscription_id for r in claimed}))).all()}
         return sorted((Delivery(id=r.id, subscription_id=r.subscription_id, team=r.team,
                                 alert_id=r.alert_id, channel=r.channel,
                                 payload=r.payload.encode(), attempts=r.attempts,
-                                url=urls.get(r.subscription_id)) for r in claimed),
-                      key=lambda delivery: delivery.id)
+                                url=_destination(urls.get(r.subscription_id), r.channel))
+                       for r in claimed), key=lambda delivery: delivery.id)
 
     def due(self) -> int:
         """How many deliveries are pending and due now."""

@@ -162,6 +162,7 @@ class SubscriptionRow(Base):
     categories: Mapped[list[str]] = mapped_column(JSON)
     min_severity: Mapped[str] = mapped_column(String(16))
     webhook_url: Mapped[str | None] = mapped_column(String(2000))
+    ngsi_ld_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     failures: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
