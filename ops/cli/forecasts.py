@@ -69,12 +69,15 @@ def _progress_bar(label: str, quiet: bool) -> Iterator[Any]:
         yield lambda done, planned: bar.update(task, completed=done, total=planned)
 
 
+CsvOption = Annotated[Path, typer.Option(help="History file (CSV).")]
+TimeOption = Annotated[str, typer.Option("--time", help="Time column, or several joined "
+                                         "by commas (year,month,day,hour).")]
+ValueOption = Annotated[str, typer.Option(help="Value column.")]
+
+
 @forecasts_app.command("evaluate")
 def forecasts_evaluate(
-    csv: Annotated[Path, typer.Option(help="History file (CSV).")],
-    time_columns: Annotated[str, typer.Option("--time", help="Time column, or several "
-                                              "joined by commas (year,month,day,hour).")],
-    value: Annotated[str, typer.Option(help="Value column.")],
+    csv: CsvOption, time_columns: TimeOption, value: ValueOption,
     freq: Annotated[str, typer.Option(help="Grid frequency (pandas alias, any case: h, "
                                            "H, D, 15min).")] = "h",
     horizon: Annotated[int, typer.Option(help="Points ahead.")] = 24,
@@ -149,10 +152,7 @@ def forecasts_evaluate(
 
 @forecasts_app.command("evaluate-warnings")
 def forecasts_evaluate_warnings(
-    csv: Annotated[Path, typer.Option(help="History file (CSV).")],
-    time_columns: Annotated[str, typer.Option("--time", help="Time column, or several "
-                                              "joined by commas (year,month,day,hour).")],
-    value: Annotated[str, typer.Option(help="Value column.")],
+    csv: CsvOption, time_columns: TimeOption, value: ValueOption,
     threshold: Annotated[float, typer.Option(help="The value a warning is about.")],
     op: Annotated[str, typer.Option(help="Crossing: >, >=, < or <=.")] = ">",
     lookahead: Annotated[int, typer.Option(help="Points ahead a warning looks (the "

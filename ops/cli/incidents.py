@@ -36,22 +36,24 @@ def short_ids(ids: list[str]) -> dict[str, str]:
     return {i: i[:length] for i in ids}
 
 
+StatusOption = Annotated[list[str] | None, typer.Option(
+    help="new, acknowledged, resolved or reopened (repeat for several).")]
+MinSeverityOption = Annotated[str | None, typer.Option(
+    help="Minor, Moderate, Severe or Extreme: this or worse.")]
+DomainOption = Annotated[list[str] | None, typer.Option(
+    help="environment, traffic, food_safety or disaster (repeat for several).")]
+ZoneOption = Annotated[list[str] | None, typer.Option(
+    help="Zone id or name, any case (repeat for several).")]
+BboxOption = Annotated[str | None, typer.Option(help="min_lon,min_lat,max_lon,max_lat")]
+SinceOption = Annotated[datetime | None, typer.Option(help="Last seen at or after.")]
+UntilOption = Annotated[datetime | None, typer.Option(help="First seen at or before.")]
+
+
 @incidents_app.command("list")
 def incidents_list(
-        status: Annotated[list[str] | None, typer.Option(
-            help="new, acknowledged, resolved or reopened (repeat for several).")] = None,
-        min_severity: Annotated[str | None, typer.Option(
-            help="Minor, Moderate, Severe or Extreme: this or worse.")] = None,
-        domain: Annotated[list[str] | None, typer.Option(
-            help="environment, traffic, food_safety or disaster (repeat for several).")]
-        = None,
-        zone: Annotated[list[str] | None, typer.Option(
-            help="Zone id or name, any case (repeat for several).")] = None,
-        bbox: Annotated[str | None, typer.Option(
-            help="min_lon,min_lat,max_lon,max_lat")] = None,
-        since: Annotated[datetime | None, typer.Option(help="Last seen at or after.")] = None,
-        until: Annotated[datetime | None, typer.Option(help="First seen at or before.")]
-        = None,
+        status: StatusOption = None, min_severity: MinSeverityOption = None,
+        domain: DomainOption = None, zone: ZoneOption = None, bbox: BboxOption = None,
+        since: SinceOption = None, until: UntilOption = None,
         limit: Annotated[int, typer.Option(help="How many (1-1000).")] = 20,
         offset: Annotated[int, typer.Option(help="Skip this many first.")] = 0,
         wide: Annotated[bool, typer.Option(
@@ -106,20 +108,9 @@ def incidents_export(
         out: Annotated[Path, typer.Option(help="File to write (.geojson, .gpkg or .csv).")],
         fmt: Annotated[str | None, typer.Option(
             "--format", help="geojson, gpkg or csv (default: from --out's suffix).")] = None,
-        status: Annotated[list[str] | None, typer.Option(
-            help="new, acknowledged, resolved or reopened (repeat for several).")] = None,
-        min_severity: Annotated[str | None, typer.Option(
-            help="Minor, Moderate, Severe or Extreme: this or worse.")] = None,
-        domain: Annotated[list[str] | None, typer.Option(
-            help="environment, traffic, food_safety or disaster (repeat for several).")]
-        = None,
-        zone: Annotated[list[str] | None, typer.Option(
-            help="Zone id or name, any case (repeat for several).")] = None,
-        bbox: Annotated[str | None, typer.Option(
-            help="min_lon,min_lat,max_lon,max_lat")] = None,
-        since: Annotated[datetime | None, typer.Option(help="Last seen at or after.")] = None,
-        until: Annotated[datetime | None, typer.Option(help="First seen at or before.")]
-        = None) -> None:
+        status: StatusOption = None, min_severity: MinSeverityOption = None,
+        domain: DomainOption = None, zone: ZoneOption = None, bbox: BboxOption = None,
+        since: SinceOption = None, until: UntilOption = None) -> None:
     """Every incident the filters select as a GIS layer 'incidents' (points, WGS 84, with
     severity, status, times and zone), for QGIS, ArcGIS or a spreadsheet."""
     from citywatch.ops.api.models import Incident
