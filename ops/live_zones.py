@@ -17,6 +17,11 @@ Example:
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+import shapely
+
 from citywatch.ops.settings import Settings
 from citywatch.ops.store.rulesets import RuleSetBook
 from citywatch.ops.store.store import IncidentStore
@@ -33,21 +38,42 @@ class LiveZones:
         self.settings = settings
         self._version: str | None = ""
         self._names: dict[str, str] = {}
+        self._geojson = ""
 
-    def names(self) -> dict[str, str]:
-        """Every zone id and name, lower-cased, to how the layer spells it (names win
-        over ids that look the same)."""
+    def _refresh(self) -> None:
         applied = self.book.current()
         version = applied.version if applied else None
         if version != self._version or not self._names:
             ruleset = (self.book.materialise(applied, self.settings.data_dir / "rulesets")
                        if applied else load_ruleset(self.settings.rules_path))
             names: dict[str, str] = {}
+            features: list[dict[str, Any]] = []
             for layer in build_zone_index(ruleset).layers.values():
                 names.update({zone_id.lower(): zone_id for zone_id in layer.zone_ids})
                 names.update({name.lower(): name for name in layer.zone_names})
+                features += [{"type": "Feature", "id": f"{layer.name}/{zone_id}",
+                              "properties": {"layer": layer.name, "zone_id": zone_id,
+                                             "name": name},
+                              "geometry": shapely.geometry.mapping(
+                                  shapely.set_precision(geometry, 1e-6))}
+                             for zone_id, name, geometry in zip(
+                                 layer.zone_ids, layer.zone_names, layer.geometries,
+                                 strict=True)]
             self._version, self._names = version, names
+            self._geojson = json.dumps({"type": "FeatureCollection", "features": features})
+
+    def names(self) -> dict[str, str]:
+        """Every zone id and name, lower-cased, to how the layer spells it (names win
+        over ids that look the same)."""
+        self._refresh()
         return self._names
+
+    def geojson(self) -> str:
+        """Every zone of the live rule set's layers as a GeoJSON FeatureCollection
+        (``layer``, ``zone_id``, ``name``; coordinates to 1e-6°): the console's base
+        map."""
+        self._refresh()
+        return self._geojson
 
     def check(self, zones: list[str]) -> tuple[list[str], list[str]]:
         """The zones as the layers spell them, and a problem for each unknown one."""

@@ -62,6 +62,10 @@ class Settings(StreamSettings):
     api_cors_origins: CommaList = Field(
         default=[], description="Origins allowed cross-origin requests (comma-separated); "
                                 "none by default.")
+    console_tiles: str | None = Field(
+        default=None, description="Tile URL template for the console's map "
+                                  "(https://tiles.city.example/{z}/{x}/{y}.png); unset: "
+                                  "the zone layers alone, which works offline.")
 
     @model_validator(mode="after")
     def _default_store(self) -> Settings:

@@ -68,6 +68,7 @@ from citywatch.ops.cap import CapWriter
 from citywatch.ops.explain import as_prov, explain_alert
 from citywatch.ops.gis import incident_features
 from citywatch.ops.live_zones import LiveZones
+from citywatch.ops.pipeline_status import TimedCache, broker_status, tile_origins
 from citywatch.ops.settings import Settings
 from citywatch.ops.store.changes import incident_changes, last_change_id
 from citywatch.ops.store.lifecycle import IncidentDesk, IncidentNotFound, InvalidTransition
@@ -84,6 +85,7 @@ from citywatch.ops.store.queries import (
 from citywatch.ops.store.rulesets import RuleSetBook
 from citywatch.ops.store.store import IncidentStore
 from citywatch.ops.store.subscriptions import SubscriptionBook
+from citywatch.ops.store.summary import console_summary
 from citywatch.ops.store.tokens import Role, TokenBook, TokenNameTaken
 from citywatch.rules.engine import build_zone_index
 from citywatch.rules.loader import load_ruleset
@@ -202,6 +204,7 @@ def create_api(settings: Settings, store: IncidentStore | None = None) -> FastAP
         return Depends(check)
 
     reader, responder = allowed(READ), allowed(RESPOND)
+    pipeline_cache = TimedCache(lambda: broker_status(settings), seconds=15.0)
     api_rules = rule_routes(settings, RuleSetBook(store), reader=reader,
                             proposer=allowed(PROPOSE), admin=allowed(ADMIN))
     api = FastAPI(title="citywatch", version="0.1.0", responses=ALWAYS,
@@ -215,7 +218,7 @@ def create_api(settings: Settings, store: IncidentStore | None = None) -> FastAP
                        max_url_bytes=settings.api_max_url_bytes,
                        max_header_bytes=settings.api_max_header_bytes,
                        body_limits={"/rules/proposals": settings.api_max_rules_bytes})
-    api.add_middleware(SecurityHeaders)
+    api.add_middleware(SecurityHeaders, image_origins=tile_origins(settings.console_tiles))
     api.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     async def store_unavailable(request: Request, exc: Exception) -> JSONResponse:
@@ -250,6 +253,44 @@ def create_api(settings: Settings, store: IncidentStore | None = None) -> FastAP
     @api.get("/docs", include_in_schema=False)
     def docs() -> FileResponse:
         return FileResponse(STATIC / "docs.html")
+
+    @api.get("/redoc", include_in_schema=False)
+    def redoc() -> FileResponse:
+        """The API reference, also offline (Swagger UI's one-page view of the same
+        document)."""
+        return FileResponse(STATIC / "docs.html")
+
+    @api.get("/", include_in_schema=False)
+    def console() -> FileResponse:
+        """The operations console (``static/console``): sign in with a token."""
+        return FileResponse(STATIC / "console" / "index.html")
+
+    @api.get("/whoami", responses=ERRORS)
+    def whoami(who: Caller = reader) -> dict[str, Any]:
+        """Who the token belongs to, its role, what that role may do, and the console's
+        settings (tile URL)."""
+        return {"name": who.name, "role": who.role,
+                "may": sorted(action for action, roles in (("respond", RESPOND),
+                                                           ("propose", PROPOSE),
+                                                           ("admin", ADMIN))
+                              if who.role in roles),
+                "tiles": settings.console_tiles}
+
+    @api.get("/zones.geojson", response_class=Response, responses=ERRORS | {200: {
+        "content": {"application/geo+json": {}}}})
+    def zones_geojson(_: Caller = reader) -> Response:
+        """Every zone of the live rule set's layers (the console's base map)."""
+        return Response(live_zones.geojson(), media_type="application/geo+json")
+
+    @api.get("/summary", responses=ERRORS)
+    async def summary(_: Caller = reader) -> dict[str, Any]:
+        """The console's indicators: open incidents by severity and domain, alerts per
+        hour over the last 24 h, and from the broker (when configured and reachable) dead
+        letters in the last hour and each stage's lag."""
+        found = await asyncio.to_thread(console_summary, store)
+        pipeline = await asyncio.to_thread(pipeline_cache.get)
+        return {**found, "dead_letters_last_hour": pipeline.get("dead_letters_last_hour"),
+                "lag": pipeline.get("lag")}
     IncidentId = Annotated[str, Path(max_length=36)]
 
     def filters(request: Request,

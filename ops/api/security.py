@@ -28,11 +28,16 @@ HEADERS = {
 
 
 class SecurityHeaders:
-    """Adds :data:`HEADERS` to every HTTP response of ``app`` (an ASGI middleware)."""
+    """Adds :data:`HEADERS` to every HTTP response of ``app`` (an ASGI middleware);
+    ``image_origins`` (a tile server) may serve images too."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, image_origins: tuple[str, ...] = ()) -> None:
         self.app = app
-        self.headers = [(k.encode(), v.encode()) for k, v in HEADERS.items()]
+        headers = dict(HEADERS)
+        if image_origins:
+            headers["content-security-policy"] = CONTENT_SECURITY_POLICY.replace(
+                "img-src 'self' data:", "img-src 'self' data: " + " ".join(image_origins))
+        self.headers = [(k.encode(), v.encode()) for k, v in headers.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -8,7 +8,6 @@ Exit status 0 when the store and the broker answer, 3 when either does not.
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -18,6 +17,7 @@ from rich.table import Table
 
 from citywatch.ops.cli.common import load_settings
 from citywatch.ops.cli.exits import OK, UNAVAILABLE, first_line
+from citywatch.ops.pipeline_status import broker_status
 from citywatch.ops.settings import Settings
 
 app = typer.Typer()
@@ -51,29 +51,6 @@ def _store_part(settings: Settings) -> dict[str, Any]:
             "incidents_by_status": summary["incidents_by_status"]}
 
 
-def _broker_part(settings: Settings) -> dict[str, Any]:
-    from citywatch.streams.kafka_admin import KafkaAdmin, broker_problem
-    from citywatch.streams.lag import stage_lags
-
-    bootstrap = settings.kafka_bootstrap
-    if bootstrap is None:
-        return {"bootstrap": None, "reachable": False,
-                "error": "CITYWATCH_KAFKA_BOOTSTRAP is not set (the embedded broker lives "
-                         "only as long as `citywatch broker` or `citywatch demo`)"}
-    problem = broker_problem(bootstrap, timeout_s=5.0)
-    if problem is not None:
-        return {"bootstrap": bootstrap, "reachable": False, "error": problem}
-    hour_ago = int((time.time() - 3600) * 1000)
-    try:
-        with KafkaAdmin(bootstrap, timeout_ms=10_000) as admin:
-            lags = stage_lags(admin, settings)
-            dead = admin.count_since(settings.topics.deadletter, hour_ago)
-    except Exception as exc:
-        return {"bootstrap": bootstrap, "reachable": False, "error": first_line(exc)}
-    return {"bootstrap": bootstrap, "reachable": True, "lag": lags,
-            "dead_letters_last_hour": dead}
-
-
 @app.command()
 def status(as_json: Annotated[bool, typer.Option(
         "--json", help="One JSON object: store (reachable, rules version, workers, newest "
@@ -84,7 +61,7 @@ def status(as_json: Annotated[bool, typer.Option(
     when the store and the broker answer, 3 when either does not."""
     settings = load_settings()
     report = {"checked_at": datetime.now(UTC).isoformat(), "store": _store_part(settings),
-              "broker": _broker_part(settings)}
+              "broker": broker_status(settings)}
     code = OK if report["store"]["reachable"] and report["broker"]["reachable"] \
         else UNAVAILABLE
     if as_json:

@@ -5,7 +5,7 @@ Example:
     >>> engine = create_engine("sqlite://")
     >>> migrate(engine)
     >>> current_revision(engine)
-    '0014'
+    '0016'
 """
 
 from __future__ import annotations
