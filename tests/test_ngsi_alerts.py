@@ -109,7 +109,9 @@ def test_the_ngsi_ld_channel_upserts_each_alert_once_after_a_503(
 
         async def run() -> None:
             d = deliverer(store, sent, max_attempts=4)
+            deadline = asyncio.get_running_loop().time() + 30
             while len(broker.entities) < 4:
+                assert asyncio.get_running_loop().time() < deadline, (sent.dead, broker.calls)
                 await d.run_once()
                 await asyncio.sleep(0.05)
             await until(lambda: all(r.status == "delivered" for r in Outbox(store).list(
