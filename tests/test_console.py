@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from backends import ON_POSTGRESQL
 
 from citywatch.connectors.file import FileSource, load_feed
 from citywatch.connectors.kafka_sink import KafkaSink
@@ -86,6 +87,7 @@ def _api_total(url: str, token: str, **params: object) -> int:
     return response.json()["total"]
 
 
+@ON_POSTGRESQL
 def test_console_in_headless_chromium(console: dict) -> None:
     from playwright.sync_api import expect, sync_playwright
 

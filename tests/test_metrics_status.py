@@ -13,6 +13,7 @@ import urllib.request
 import warnings
 from pathlib import Path
 
+from backends import ON_POSTGRESQL
 from prometheus_client.parser import text_string_to_metric_families
 
 from citywatch.connectors.file import FileSource, load_feed
@@ -49,6 +50,7 @@ def _value(samples: dict, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+@ON_POSTGRESQL
 def test_worker_metrics_and_status_on_the_demo_feeds(settings: Settings,
                                                      tmp_path: Path) -> None:
     port = _free_port()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from backends import ON_POSTGRESQL
 from data_helpers import malformed_epa
 from kafka_helpers import read_topic
 from sqlalchemy import func, select
@@ -83,6 +84,7 @@ def test_demo_alerts_in_every_domain_and_replay_is_idempotent(settings: Settings
     store.close()
 
 
+@ON_POSTGRESQL
 def test_malformed_rows_go_to_deadletter_with_reason_and_line(
         settings: Settings, shared_data: Path, tmp_path: Path) -> None:
     config, bad_lines = malformed_epa(shared_data, tmp_path)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import msgspec
 import yaml
+from backends import ON_POSTGRESQL
 from kafka import KafkaProducer
 from kafka_helpers import read_topic
 from sqlalchemy import select
@@ -44,6 +45,7 @@ def stored_ids(url: str) -> set[str]:
     return ids
 
 
+@ON_POSTGRESQL
 def test_poison_between_valid_events_through_two_workers(settings: Settings,
                                                          tmp_path: Path) -> None:
     rules_path = tmp_path / "rules.yaml"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+from backends import ON_SQLITE
 
 from citywatch.connectors.file import FileSource, load_feed
 from citywatch.connectors.kafka_sink import PumpReport
@@ -23,6 +24,7 @@ from citywatch.streams.envelope import Envelope
 from citywatch.streams.kafka_admin import KafkaAdmin
 
 
+@ON_SQLITE
 def test_replay_six_hours_of_i94_from_kafka_into_a_sandbox_at_3600x(
         settings: Settings, tmp_path: Path) -> None:
     bootstrap = settings.kafka_bootstrap
@@ -75,6 +77,7 @@ def test_replay_six_hours_of_i94_from_kafka_into_a_sandbox_at_3600x(
     production.close()
 
 
+@ON_SQLITE
 def test_backtest_reads_the_deployments_kafka_topics(settings: Settings,
                                                      tmp_path: Path) -> None:
     """``--events kafka``: what production's raw topics hold, bounded by event time."""
@@ -101,6 +104,7 @@ def test_backtest_reads_the_deployments_kafka_topics(settings: Settings,
     assert kafka_report["totals"]["added"] == kafka_report["totals"]["removed"] == 0
 
 
+@ON_SQLITE
 def test_replay_from_the_internal_events_topic_takes_each_event_once(
         settings: Settings, tmp_path: Path) -> None:
     """``--kafka-topics events``: the frames ingest wrote (here written with ingest's own

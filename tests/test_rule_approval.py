@@ -12,6 +12,7 @@ import time
 import warnings
 from pathlib import Path
 
+from backends import ON_POSTGRESQL
 from data_helpers import pm25_borough_rules, split_csv
 from sqlalchemy import select
 from typer.testing import CliRunner
@@ -138,6 +139,7 @@ def test_two_person_flow_by_api(store: IncidentStore, tmp_path: Path) -> None:
     assert client.get("/rules/versions/nosuch", headers=h["vic"]).status_code == 404
 
 
+@ON_POSTGRESQL
 def test_approval_switches_a_running_worker_and_rollback_restores_the_alerts(
         settings: Settings, tmp_path: Path) -> None:
     settings = settings.model_copy(update={"rules_poll_seconds": 0.5})

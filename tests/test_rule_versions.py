@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from backends import ON_POSTGRESQL
 from data_helpers import pm25_borough_rules, split_csv
 from shapely.geometry import Point, shape
 from sqlalchemy import insert, select
@@ -82,6 +83,7 @@ def _wait_for(log: Path, text: str, worker: WorkerProcess, timeout: float = 60) 
         time.sleep(0.2)
 
 
+@ON_POSTGRESQL
 def test_workers_elsewhere_run_it_and_never_take_a_version_that_cannot_load(
         settings: Settings, tmp_path: Path) -> None:
     settings = settings.model_copy(update={"rules_poll_seconds": 0.5})

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import yaml
+from backends import ON_POSTGRESQL
 from sqlalchemy import select
 
 from citywatch.connectors.file import FileSource, load_feed
@@ -38,6 +39,7 @@ def _split_i94(tmp_path: Path) -> tuple[Path, Path]:
     return feeds[0], feeds[1]
 
 
+@ON_POSTGRESQL
 def test_apply_hot_reloads_a_running_worker(settings: Settings, tmp_path: Path) -> None:
     settings = settings.model_copy(update={"rules_poll_seconds": 0.5})
     first, second = _split_i94(tmp_path)
