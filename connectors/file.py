@@ -114,6 +114,7 @@ class FileSource(Source):
             raise FeedConfigError(f"feed '{mapping.name}': no file matches {chosen}")
         self.speed = speed if speed is not None else getattr(mapping, "speed", None)
         self.run_size = 100_000
+        self.warn_when_backwards = False  # ``citywatch connect`` turns it on
         self._done: dict[str, int] = {}
         self._skip: dict[str, int] = {}
 
@@ -176,7 +177,8 @@ class FileSource(Source):
         skip = self._skip.get(ORDERED, 0) if ordered else 0
         if ordered:
             self._done = {ORDERED: 0}
-        backwards = _Backwards(self.mapping.name) if not ordered else None
+        backwards = (_Backwards(self.mapping.name)
+                     if self.warn_when_backwards and not ordered else None)
         for item in items:
             if not self.running:
                 return

@@ -421,6 +421,7 @@ def test_a_newest_first_feed_read_in_event_time_order_gives_the_in_order_window_
         feed = usgs.model_copy(update={"path": tmp_path / f"{name}.geojson", "order": order})
         source = FileSource(feed)
         source.run_size = 500  # spill runs to disk: the bounded-memory path
+        source.warn_when_backwards = True  # as citywatch connect sets it
         events = [e for e in source.run() if isinstance(e, Envelope)]
         engine = RuleEngine.from_ruleset(rules)
         found, late = [], 0

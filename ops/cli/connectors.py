@@ -46,6 +46,8 @@ def connect(
 
     try:
         source = load_connector(name).from_config(read_config(config), config.parent)
+        # a user's own feed: say so when it runs newest first (the demo's are known)
+        source.warn_when_backwards = True
     except UnknownConnector as exc:
         typer.echo(f"configuration error: {exc}", err=True)
         raise typer.Exit(2) from None
