@@ -31,22 +31,12 @@ from citywatch.ops.store.rulesets import AppliedRuleSet, RuleSetBook
 from citywatch.ops.store.store import IncidentStore, shown_url
 from citywatch.rules.engine import RuleEngine
 from citywatch.rules.loader import load_ruleset
-from citywatch.rules.model import Correlate, RuleSet, Window
+from citywatch.rules.model import RuleSet
 from citywatch.streams.alert import Alert
 from citywatch.streams.rule_state import ChangelogState
 from citywatch.streams.worker import Pipeline, SinkUnavailable
 
 log = logging.getLogger(__name__)
-
-
-def warn_split_zone_state(ruleset: RuleSet, partitions: int) -> None:
-    """Zone-keyed state (zone windows, correlate) is only whole on one partition."""
-    zoned = [r.id for r in ruleset.rules if isinstance(r.condition, Correlate)
-             or (isinstance(r.condition, Window) and r.condition.zone_layer)]
-    if zoned and partitions > 1:
-        log.warning("rules %s keep state per zone, but events are partitioned by entity "
-                    "over %d partitions: a zone's events may be split; use one partition",
-                    ", ".join(zoned), partitions)
 
 
 class StoreRuleSource:
@@ -65,18 +55,17 @@ class StoreRuleSource:
         >>> from citywatch.ops.settings import DEMO_DIR
         >>> import tempfile
         >>> source = StoreRuleSource(RuleSetBook(store), DEMO_DIR / "rules.yaml",
-        ...                          ForecastBook(), partitions=1,
+        ...                          ForecastBook(),
         ...                          cache_dir=Path(tempfile.mkdtemp()))
         >>> source.newer(source.load(ChangelogState()).version, ChangelogState()) is None
         True
     """
 
     def __init__(self, book: RuleSetBook, rules_path: Path, forecasts: ForecastBook, *,
-                 partitions: int, cache_dir: Path) -> None:
+                 cache_dir: Path) -> None:
         self.book = book
         self.rules_path = rules_path
         self.forecasts = forecasts
-        self.partitions = partitions
         self.cache_dir = cache_dir
         self.loaded: str | None = None
         self.refused: dict[str, str] = {}
@@ -89,9 +78,7 @@ class StoreRuleSource:
                          for version, reason in self.refused.items()) or None
 
     def _engine(self, ruleset: RuleSet, state: ChangelogState) -> RuleEngine:
-        engine = RuleEngine.from_ruleset(ruleset, state, self.forecasts)
-        warn_split_zone_state(ruleset, self.partitions)
-        return engine
+        return RuleEngine.from_ruleset(ruleset, state, self.forecasts)
 
     def _try(self, applied: AppliedRuleSet, state: ChangelogState) -> RuleEngine | None:
         """An engine for ``applied``, or None (remembered, logged once) when it cannot
@@ -210,7 +197,6 @@ def build_pipeline(settings: Settings, bootstrap: str | None = None) -> Pipeline
     store.create_schema()
     forecasts = ForecastBook()
     rules = StoreRuleSource(RuleSetBook(store), settings.rules_path, forecasts,
-                            partitions=settings.topic_partitions,
                             cache_dir=settings.data_dir / "rulesets")
     models = RegistryModelSource(ModelRegistry(store), forecasts)
     outbox = Outbox(store)

@@ -36,6 +36,7 @@ from citywatch.geo.zones import ZoneIndex, ZoneLayer
 from citywatch.rules.forecast_kinds import score_anomaly, score_exceedance
 from citywatch.rules.frame import EventFrame
 from citywatch.rules.identity import alert_id, dedupe_key, event_key, group_key
+from citywatch.rules.keyed import ZoneRouter, zone_keyed
 from citywatch.rules.model import (
     Absence,
     AllOf,
@@ -96,10 +97,22 @@ class Evaluation:
     alerts: list[Alert]
     late: list[tuple[Envelope, str, str]] = field(default_factory=list)  # event, rule, why
     state: FrameState | None = None
+    # rows zone-keyed rules read, per owning partition (an engine of part "entity")
+    routes: dict[int, list[int]] = field(default_factory=dict)
 
     def commit_state(self) -> None:
         if self.state is not None:
             self.state.commit()
+
+
+@dataclass
+class _Derived:
+    """Indexes rebuilt from the state on first use: the absence roster, seen ids by
+    hour, zone-window groups waiting for the stream time."""
+
+    roster: AbsenceRoster = field(default_factory=AbsenceRoster)
+    seen_index: dict[int, list[str]] | None = None
+    blocked: dict[str, set[str]] = field(default_factory=dict)
 
 
 class RuleEngine:
@@ -109,20 +122,30 @@ class RuleEngine:
     location simply does not match conditions that need it. Stateful rules keep their
     state in ``state`` (a dict by default; the worker passes a changelog-backed table and
     the frame's stream offset to :meth:`process`).
+
+    ``part`` splits a rule set over the worker's two stages (:meth:`split`): ``"entity"``
+    evaluates every rule but the zone-keyed ones and says where their rows go
+    (:attr:`Evaluation.routes`), ``"zone"`` evaluates only those, on the zones its
+    partition owns; ``"all"`` (dry runs, backtests) evaluates everything at once.
     """
 
     def __init__(self, ruleset: RuleSet, zones: ZoneIndex,
                  sites: dict[str, SiteLayer] | None = None,
                  state: StateStore | None = None,
-                 forecasts: ForecastBook | None = None) -> None:
+                 forecasts: ForecastBook | None = None, *, part: str = "all",
+                 partitions: int = 1) -> None:
         self.ruleset = ruleset
         self.forecasts = forecasts if forecasts is not None else ForecastBook()
         self.zones = zones
         self.sites = sites or {}
         self.state: StateStore = state if state is not None else MemoryState()
         self.rules = [r for r in ruleset.rules if r.enabled]
-        self.stateless = [r for r in self.rules if not r.stateful]
-        self.stateful = [r for r in self.rules if r.stateful]
+        self.part = part
+        self.stateless = [r for r in self.rules if not r.stateful] if part != "zone" else []
+        self.stateful = [r for r in self.rules if r.stateful and (
+            part == "all" or (part == "zone") == zone_keyed(r))]
+        self.router = ZoneRouter(self.rules if part != "all" else [], zones, partitions)
+        self._shard = -1
         self._versions = {r.id: r.version for r in self.rules}
         self._zone_sets = {
             id(c): np.array([n in set(c.zones) for n in zones.layers[c.layer].zone_names])
@@ -136,8 +159,7 @@ class RuleEngine:
                         for r in self.rules}
         self._gates = {r.id: Gate(r.alert) for r in self.stateful}
         self._tests: dict[tuple[int, bool], Callable[[EventFrame], Mask]] = {}
-        self._roster = AbsenceRoster()
-        self._seen_index: dict[int, list[str]] | None = None
+        self._derived: dict[Any, _Derived] = {}  # per state scope (worker partition)
         self.seen_horizon = seen_horizon(self.stateful)
         self._stateful_domains = sorted({d for r in self.stateful for d in _domains(r)})
         self._position = 0
@@ -146,8 +168,28 @@ class RuleEngine:
     def state_recovered(self) -> None:
         """The state store gained recovered state (a partition assigned since): drop the
         indexes derived from it (absence roster, seen ids), rebuilt on next use."""
-        self._roster = AbsenceRoster()
-        self._seen_index = None
+        self._derived.clear()
+
+    def _here(self) -> _Derived:
+        """What is derived from the state in use (a worker keeps one per partition)."""
+        scope = getattr(self.state, "scope", None)
+        found = self._derived.get(scope)
+        if found is None:
+            found = self._derived[scope] = _Derived()
+        return found
+
+    def split(self, zone_state: StateStore, partitions: int) -> tuple[RuleEngine, RuleEngine]:
+        """This rule set as the worker's two stages over ``partitions`` partitions: the
+        entity stage (state in this engine's store) and the zone stage (``zone_state``)."""
+        def part(name: str, state: StateStore) -> RuleEngine:
+            return RuleEngine(self.ruleset, self.zones, self.sites, state, self.forecasts,
+                              part=name, partitions=partitions)
+        return part("entity", self.state), part("zone", zone_state)
+
+    @property
+    def has_rules(self) -> bool:
+        """Whether this engine (or stage) evaluates any rule."""
+        return bool(self.stateless or self.stateful)
 
     @property
     def version(self) -> str:
@@ -171,7 +213,8 @@ class RuleEngine:
 
     def process(self, events: Sequence[Envelope] | ColumnFrame, position: int | None = None,
                 origins: tuple[Sequence[str], Sequence[int]] | None = None,
-                envelopes: Sequence[Envelope] | None = None) -> Evaluation:
+                envelopes: Sequence[Envelope] | None = None, *, shard: int = -1,
+                stream_time: tuple[float, float] | None = None) -> Evaluation:
         """Alerts and late events for one batch read at stream ``position`` (a frame
         replayed at the same position leaves already-updated state alone).
 
@@ -179,7 +222,13 @@ class RuleEngine:
         skip events they already applied that reach them again in a new frame (ingest
         re-reading raw records after a crash). ``envelopes``: the events of a
         ``ColumnFrame`` built from them (a backtest builds each frame once for two rule
-        sets)."""
+        sets).
+
+        A zone-stage engine evaluates the zones partition ``shard`` owns, with
+        ``stream_time`` the time every partition feeding it had reached before this
+        frame and has reached with it: a zone window closes, and an event is late, only
+        once all of them have passed it."""
+        self._shard = shard
         if position is None:
             self._position += 1
             position = self._position
@@ -208,16 +257,67 @@ class RuleEngine:
         if self.stateful:
             state = result.state = FrameState(self.state, position)
             frame.derived["fresh"] = (self._fresh(state, frame.size, origins)
-                                      & self._unseen(state, frame))
+                                      & self._unseen(state, frame, stream_time))
             late: list[LateEvent] = []
             for rule in self.stateful:
-                ctx = Context(frame, state, self._prefix(rule), rule.id, late)
+                ctx = Context(frame, state, self._prefix(rule), rule.id, late,
+                              stream_time[0] if stream_time else None,
+                              self._blocked_groups(rule))
                 outcomes = self._outcomes(rule, ctx)
+                if stream_time is not None and isinstance(rule.condition, Window):
+                    ctx.stream_time = stream_time[1]
+                    outcomes.extend(self._close_blocked(rule, ctx))
                 result.alerts.extend(self._gated_alerts(rule, ctx, outcomes, raised_at))
             for item in late:
                 self.late_counts[item.rule_id] += 1
                 result.late.append((frame.event(item.index), item.rule_id, item.reason))
+        if self.part == "entity" and self.router.rules:
+            result.routes = self.router.routes(frame, lambda domain, kinds: self._reads(
+                domain, kinds, frame))
         return result
+
+    def _reads(self, domain: str, kinds: Sequence[str] | None, frame: EventFrame) -> Mask:
+        mask = frame.domain_is(domain)
+        return mask & frame.kind_in(kinds) if kinds else mask
+
+    def _blocked_groups(self, rule: Rule) -> set[str]:
+        """Zone-window groups with windows their zone's time has passed but not every
+        partition's yet (zone stage; rebuilt from the state after a recovery)."""
+        blocked = self._here().blocked
+        found = blocked.get(rule.id)
+        if found is None:
+            found = blocked[rule.id] = set()
+            cond = rule.condition
+            if self.part == "zone" and isinstance(cond, Window):
+                prefix = self._prefix(rule)
+                for key, st in self.state.items_with_prefix(prefix):
+                    value = st[1] if isinstance(st, list) and len(st) == 2 else None
+                    if "|gate|" not in key and isinstance(value, dict) and any(
+                            float(s) + cond.size + cond.allowed_lateness <= value["wm"]
+                            for s in value.get("w", {})):
+                        found.add(key)
+        return found
+
+    def _close_blocked(self, rule: Rule, ctx: Context) -> list[Outcome]:
+        """Close the windows every partition's time has now passed (zone stage)."""
+        cond = rule.condition
+        assert isinstance(cond, Window)
+        names, ids = self._layer_names(cond.zone_layer)
+        outcomes: list[Outcome] = []
+        for key in sorted(ctx.blocked):
+            fresh, st = ctx.state.load(key)
+            if not fresh or not st:
+                ctx.blocked.discard(key)
+                continue
+            closed = close_windows(cond, st, key[len(ctx.prefix):], names, ids,
+                                   stream_time=ctx.stream_time)
+            if closed:
+                outcomes.extend(closed)
+                ctx.state.save(key, st)
+            if not any(float(s) + cond.size + cond.allowed_lateness <= st["wm"]
+                       for s in st["w"]):
+                ctx.blocked.discard(key)
+        return outcomes
 
     def flush(self) -> list[Alert]:
         """End of input (dry runs, backtests): close every open window and score it."""
@@ -263,12 +363,14 @@ class RuleEngine:
             state.save(key, max(highest, *(offsets[i] for i in rows)))
         return fresh
 
-    def _unseen(self, state: FrameState, frame: EventFrame) -> Mask:
+    def _unseen(self, state: FrameState, frame: EventFrame,
+                stream_time: tuple[float, float] | None = None) -> Mask:
         """Events whose id stateful rules have not applied yet: a replayed event (a feed
         read again from the start, a producer retry) is applied at most once.
 
         Ids are kept for :attr:`seen_horizon` seconds of event time behind the newest
-        event seen, then forgotten: an event older than that is beyond every stateful
+        event seen (behind the stream time every partition has reached, in the zone
+        stage), then forgotten: an event older than that is beyond every stateful
         rule's lifetime (late for windows, older than the entity's last for sequences).
         """
         unseen = np.ones(frame.size, dtype=bool)
@@ -294,7 +396,10 @@ class RuleEngine:
             newest = max(newest, t)
         if clock_is_new and np.isfinite(newest) and newest != clock:
             state.save(_SEEN_CLOCK, newest)
-            cutoff = int((newest - self.seen_horizon) // 3600)
+            reached = newest if stream_time is None else min(newest, stream_time[0])
+            if not np.isfinite(reached):
+                return unseen
+            cutoff = int((reached - self.seen_horizon) // 3600)
             for bucket in [b for b in buckets if b < cutoff]:
                 for key in buckets.pop(bucket):
                     state.delete(key)
@@ -302,12 +407,13 @@ class RuleEngine:
 
     def _seen_buckets(self, state: FrameState) -> dict[int, list[str]]:
         """Seen ids by hour of event time (rebuilt from the state after a restart)."""
-        if self._seen_index is None:
-            self._seen_index = {}
+        here = self._here()
+        if here.seen_index is None:
+            here.seen_index = {}
             for key, t in state.values_with_prefix(_SEEN):
                 if key != _SEEN_CLOCK and t is not None:
-                    self._seen_index.setdefault(int(t // 3600), []).append(key)
-        return self._seen_index
+                    here.seen_index.setdefault(int(t // 3600), []).append(key)
+        return here.seen_index
 
     def _prefix(self, rule: Rule) -> str:
         return f"{rule.id}@{self._versions[rule.id]}|"
@@ -335,10 +441,13 @@ class RuleEngine:
             return self._correlate(cond, ctx)
         eligible = self._eligible(rule, frame) & frame.derived["fresh"]
         if not eligible.any():
-            return run_absence(cond, ctx, [], self._roster) if isinstance(
+            return run_absence(cond, ctx, [], self._here().roster) if isinstance(
                 cond, Absence) else []
         if isinstance(cond, Window):
             names, ids = self._layer_names(cond.zone_layer)
+            if self.part == "zone" and cond.zone_layer is not None:
+                eligible = eligible & self.router.owned(
+                    cond.zone_layer, frame.zones[cond.zone_layer], self._shard)
             return run_window(cond, ctx, self._rows(eligible, cond.where, frame), names, ids)
         if isinstance(cond, RateOfChange):
             return run_rate_of_change(cond, ctx, self._rows(eligible, cond.where, frame))
@@ -348,7 +457,7 @@ class RuleEngine:
                                    count=cond.count, duration=cond.duration)
         if isinstance(cond, Absence):
             return run_absence(cond, ctx, self._rows(eligible, cond.where, frame),
-                               self._roster)
+                               self._here().roster)
         if isinstance(cond, ForecastExceedance | Anomaly):
             if cond.entity is not None:
                 eligible = eligible & frame.entity_is(cond.entity)
@@ -394,6 +503,9 @@ class RuleEngine:
                     else layer.zones_within(float(frame.lon[i]), float(frame.lat[i]),
                                             side.near_m)
                 sides.extend((i, s, z) for z in zones)
+        if self.part == "zone":
+            owners = self.router.owners(cond.layer)
+            sides = [side for side in sides if owners[side[2]] == self._shard]
         return run_correlate(cond, ctx, sides, layer.zone_names, layer.zone_ids)
 
     def _gated_alerts(self, rule: Rule, ctx: Context, outcomes: list[Outcome],

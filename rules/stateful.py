@@ -125,15 +125,31 @@ def group_rows(rows: Iterable[int], keys: Callable[[int], str | None],
 
 class Context:
     """What a stateful kind needs for one frame: the frame, the state, where late events
-    go, and the zone names of the layers."""
+    go, and the zone names of the layers.
+
+    ``stream_time`` (zone stage of a worker over several partitions) is the time every
+    partition feeding the zone has reached: zone windows close, and events are late, by
+    the earlier of it and the zone's own time; ``blocked`` collects the groups whose
+    windows wait for it.
+    """
 
     def __init__(self, frame: EventFrame, state: FrameState, prefix: str, rule_id: str,
-                 late: list[LateEvent]) -> None:
+                 late: list[LateEvent], stream_time: float | None = None,
+                 blocked: set[str] | None = None) -> None:
         self.frame = frame
         self.state = state
         self.prefix = prefix
         self.rule_id = rule_id
         self.late = late
+        self.stream_time = stream_time
+        self.blocked = blocked if blocked is not None else set()
+
+    def effective(self, own: float | None) -> float | None:
+        """A group's time for lateness and closing: its own, held back to the stream
+        time when one is given."""
+        if own is None or self.stream_time is None:
+            return own
+        return min(own, self.stream_time)
 
     def groups(self, rows: Iterable[int], key_of: Callable[[int], str | None] | None = None,
                ) -> Iterator[tuple[str, list[int], str, Any]]:
@@ -174,7 +190,7 @@ def run_window(cond: Window, ctx: Context, rows: list[int],
             if math.isnan(v) and cond.aggregate != "count":
                 continue
             t = times[i]
-            wm = st["wm"]
+            wm = ctx.effective(st["wm"])
             starts = [s for s in window_starts(cond, t)
                       if wm is None or s + cond.size + cond.allowed_lateness > wm]
             if not starts:
@@ -198,18 +214,24 @@ def run_window(cond: Window, ctx: Context, rows: list[int],
                     acc[6][frame.ids[i]] = frame.origin(i)
             if zone_col is None:
                 st["g"] = frame.event(i).geometry
-            st["wm"] = t if wm is None else max(wm, t)
-            outcomes.extend(close_windows(cond, st, group, zone_names, zone_ids))
+            st["wm"] = t if st["wm"] is None else max(st["wm"], t)
+            outcomes.extend(close_windows(cond, st, group, zone_names, zone_ids,
+                                          stream_time=ctx.stream_time))
+        if ctx.stream_time is not None and st["wm"] is not None and any(
+                float(s) + cond.size + cond.allowed_lateness <= st["wm"] for s in st["w"]):
+            ctx.blocked.add(key)
         ctx.state.save(key, st)
     return outcomes
 
 
 def close_windows(cond: Window, st: dict[str, Any], group: str,
                   zone_names: list[str] | None, zone_ids: list[str] | None,
-                  everything: bool = False) -> list[Outcome]:
-    """Score and drop the group's windows that are closed (all of them at end of input)."""
+                  everything: bool = False, stream_time: float | None = None,
+                  ) -> list[Outcome]:
+    """Score and drop the group's windows that are closed (all of them at end of input);
+    with ``stream_time``, only those it has passed too."""
     out: list[Outcome] = []
-    wm = st["wm"]
+    wm = st["wm"] if stream_time is None else min(st["wm"], stream_time)
     for start_text in sorted(st["w"], key=float):
         start = float(start_text)
         end = start + cond.size
@@ -425,9 +447,10 @@ def run_correlate(cond: Correlate, ctx: Context, sides: list[tuple[int, int, int
             i, side, _ = sides[k]
             t = times[i]
             event = frame.event(i)
-            if st["wm"] is not None and t < st["wm"] - cond.within:
+            wm = ctx.effective(st["wm"])
+            if wm is not None and t < wm - cond.within:
                 ctx.mark_late(i, f"event time {iso(t)} is more than {cond.within:g}s "
-                                 f"behind the zone's stream time {iso(st['wm'])}")
+                                 f"behind the zone's stream time {iso(wm)}")
                 continue
             partners = [p for p in st["seen"][1 - side] if abs(p[0] - t) <= cond.within]
             anchors = [[t, event.id, event.entity_id, event.kind]] if side == 0 else partners
@@ -442,7 +465,7 @@ def run_correlate(cond: Correlate, ctx: Context, sides: list[tuple[int, int, int
                     zone=(zone_ids[z], zone_names[z])))
             st["seen"][side].append([t, event.id, event.entity_id, event.kind])
             st["wm"] = t if st["wm"] is None else max(st["wm"], t)
-            horizon = st["wm"] - 2 * cond.within
+            horizon = (ctx.effective(st["wm"]) or t) - 2 * cond.within
             st["seen"] = [[p for p in lst if p[0] >= horizon] for lst in st["seen"]]
         ctx.state.save(key, st)
     return outcomes

@@ -72,6 +72,10 @@ class ColumnFrame(msgspec.Struct, frozen=True, gc=False, array_like=True):
     origins: list[str] = []
     offsets: list[int] = []
     record_origins: list[str | None] = []  # each envelope's origin (file:line, ...)
+    # a keyed frame (``events.keyed``): the ``events`` partition it was routed from and
+    # that partition's stream time (the newest event time it has evaluated) when sent
+    source_partition: int = -1
+    watermark: float = math.nan
 
     @property
     def size(self) -> int:
@@ -91,6 +95,48 @@ class ColumnFrame(msgspec.Struct, frozen=True, gc=False, array_like=True):
     @property
     def events(self) -> list[Envelope]:
         return [self.envelope(i) for i in range(self.size)]
+
+
+def take_rows(frame: ColumnFrame, rows: Sequence[int], *, origin: str, offset: int,
+              source_partition: int, watermark: float) -> ColumnFrame:
+    """The ``rows`` of ``frame`` (in order) as a keyed frame routed from
+    ``source_partition``: every row's origin becomes ``origin`` at ``offset`` (the
+    ``events`` frame it came from), so a frame routed again after a crash is applied once.
+
+    Example:
+        >>> from datetime import datetime, timezone
+        >>> from citywatch.streams.envelope import make_envelope
+        >>> evs = [make_envelope(source="s", source_record_id=str(i), domain="traffic",
+        ...     kind="traffic.volume", time=datetime(2024, 1, 1, tzinfo=timezone.utc),
+        ...     entity_id=f"atr-{i}", attributes={"volume": i}) for i in range(3)]
+        >>> part = take_rows(decode_frame(encode_batch(evs)), [0, 2], origin="events/1",
+        ...                  offset=7, source_partition=1, watermark=1704067200.0)
+        >>> part.entity_ids, part.number("volume").tolist(), part.offsets
+        (['atr-0', 'atr-2'], [0.0, 2.0], [7, 7])
+    """
+    index = np.asarray(rows, dtype=np.intp)
+
+    def pick(raw: bytes, dtype: Any) -> bytes:
+        return np.frombuffer(raw, dtype=dtype)[index].tobytes()
+
+    def pick_list(values: list[Any]) -> list[Any]:
+        return [values[i] for i in rows] if values else []
+
+    return ColumnFrame(
+        ids=pick_list(frame.ids), entity_ids=pick_list(frame.entity_ids),
+        domains=pick(frame.domains, np.uint8), kind_names=frame.kind_names,
+        kinds=pick(frame.kinds, np.uint16), times=pick(frame.times, np.float64),
+        lons=pick(frame.lons, np.float64), lats=pick(frame.lats, np.float64),
+        numbers={k: pick(v, np.float64) for k, v in frame.numbers.items()},
+        texts={k: pick_list(v) for k, v in frame.texts.items()},
+        envelopes=pick_list(frame.envelopes), origins=[origin] * len(rows),
+        offsets=[offset] * len(rows), record_origins=pick_list(frame.record_origins),
+        source_partition=source_partition, watermark=watermark)
+
+
+def encode_frame(frame: ColumnFrame) -> bytes:
+    """MessagePack bytes of a built frame."""
+    return _encoder.encode(frame)
 
 
 def build_frame(events: Sequence[Envelope], raws: Sequence[bytes] | None = None,

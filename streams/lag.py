@@ -3,7 +3,7 @@
 Example:
     >>> with KafkaAdmin("127.0.0.1:9092") as admin:     # doctest: +SKIP
     ...     stage_lags(admin, StreamSettings())
-    {'ingest': 0, 'rules': 0, 'store': 0}
+    {'ingest': 0, 'rules': 0, 'zone_rules': 0, 'store': 0}
 """
 
 from __future__ import annotations
@@ -19,5 +19,6 @@ def stage_lags(admin: KafkaAdmin, settings: StreamSettings) -> dict[str, int]:
     return {
         "ingest": admin.group_lag(ingest_group(settings), topics.raw_all),
         "rules": admin.group_lag(settings.app_id, [topics.events]),
+        "zone_rules": admin.group_lag(settings.app_id, [topics.events_keyed]),
         "store": admin.group_lag(settings.app_id, [topics.alerts]),
     }

@@ -12,6 +12,11 @@ broker, which reports a partition's high watermark as the base offset of its las
 batch (see :mod:`citywatch.streams.kafka_admin`); this store reads changelogs to their true
 end and works the same on any Kafka.
 
+Each partition's state is kept apart (:meth:`ChangelogState.use` selects the one a frame
+reads): keys of different partitions never meet, rule clocks (an absence rule's stream
+time, the seen-id clock) are per partition, and a partition given to another worker is
+dropped whole.
+
 Example:
     >>> state = ChangelogState()
     >>> state.set("rule@v|e1", [3, {"n": 1}])
@@ -20,6 +25,8 @@ Example:
     >>> state.apply(encode_writes({"rule@v|e2": [4, {"n": 2}]}))
     >>> sorted(state.data)
     ['rule@v|e1', 'rule@v|e2']
+    >>> state.use(1); state.get("rule@v|e1") is None
+    True
 """
 
 from __future__ import annotations
@@ -44,9 +51,27 @@ class ChangelogState:
     for the changelog, and which is rebuilt by replaying the changelog."""
 
     def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
+        self.partitions: dict[int, dict[str, Any]] = {}
         self.recovered: set[int] = set()
+        self.scope = 0  # the partition in use
         self._writes: dict[str, Any] = {}
+
+    def use(self, partition: int) -> None:
+        """Read and write ``partition``'s state from now on."""
+        self.scope = partition
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The state of the partition in use."""
+        found = self.partitions.get(self.scope)
+        if found is None:
+            found = self.partitions[self.scope] = {}
+        return found
+
+    def forget(self, partition: int) -> None:
+        """Drop a partition given to another worker (recovered again if it comes back)."""
+        self.partitions.pop(partition, None)
+        self.recovered.discard(partition)
 
     def get(self, key: str) -> Any:
         return self.data.get(key)
@@ -88,6 +113,8 @@ class ChangelogState:
         and the topic was created again): it is ignored whole, so the new log's frames
         are not mistaken for frames already applied.
         """
+        self.use(partition)
+        self.partitions.pop(partition, None)
         decoded = [_decoder.decode(message) for message in messages]
         if log_end is not None and any(
                 isinstance(value, list) and value and isinstance(value[0], int)

@@ -63,6 +63,12 @@ class StreamSettings(BaseSettings):
         default=50, ge=1, le=30000,
         description="Longest time a worker's fetch waits for new data (Faust's fixed 1.5 s "
                     "stalls the embedded broker's agents).")
+    idle_partition_seconds: float = Field(
+        default=30.0, gt=0,
+        description="A partition that sends the zone stage nothing this long stops "
+                    "holding back its zones' time (zone windows close without it; its "
+                    "events older than the others' time by more than the allowed "
+                    "lateness are late when it resumes).")
     commit_interval: float = Field(default=0.5, gt=0, description="Offset commit interval (s).")
     metrics_port: int | None = Field(
         default=None, ge=1, le=65535,

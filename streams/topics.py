@@ -48,13 +48,27 @@ class TopicNames:
         partition of the ``events`` frame that wrote it."""
         return f"{self.prefix}rule-state"
 
+    @property
+    def events_keyed(self) -> str:
+        """Internal: the events rules keep per zone (zone windows, correlations),
+        re-partitioned by zone (MessagePack frames, one per ``events`` frame and
+        partition, each with its source partition's stream time)."""
+        return f"{self.prefix}events.keyed"
+
+    @property
+    def rule_state_keyed(self) -> str:
+        """Internal: changelog of the zone-keyed rules' state, on the partition of the
+        ``events.keyed`` frame that wrote it."""
+        return f"{self.prefix}rule-state.keyed"
+
     def team(self, team: str) -> str:
         """Alerts routed to one team's subscription."""
         return f"{self.prefix}alerts.team.{team}"
 
     @property
     def all(self) -> list[str]:
-        return [*self.raw_all, self.events, self.alerts, self.deadletter, self.rule_state]
+        return [*self.raw_all, self.events, self.alerts, self.deadletter, self.rule_state,
+                self.events_keyed, self.rule_state_keyed]
 
     @property
     def any_partitions(self) -> list[str]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import math
 import os
 import sys
 import threading
@@ -27,10 +28,11 @@ from typing import Any, NoReturn, Protocol
 
 import faust
 import msgspec
+import numpy as np
 from kafka import TopicPartition
 
 from citywatch.streams.alert import Alert, decode_alert, encode_alert
-from citywatch.streams.batch import ColumnFrame, decode_frame
+from citywatch.streams.batch import ColumnFrame, decode_frame, encode_frame, take_rows
 from citywatch.streams.broker_watch import EXIT_BROKER_LOST, BrokerWatch
 from citywatch.streams.deadletter import DeadLetter, encode_deadletter
 from citywatch.streams.envelope import Envelope, encode_envelope
@@ -52,6 +54,7 @@ class FrameResult(Protocol):
     alerts: list[Alert]
     late: list[tuple[Envelope, str, str]]  # event, rule id, why it is late
     state: Any  # the frame's pending state changes (``.pending``), or None
+    routes: dict[int, list[int]]  # rows zone-keyed rules read, per owning partition
 
     def commit_state(self) -> None: ...
 
@@ -62,10 +65,19 @@ class Evaluator(Protocol):
     @property
     def version(self) -> str: ...
 
-    def process(self, frame: ColumnFrame, position: int) -> FrameResult: ...
+    @property
+    def has_rules(self) -> bool: ...
+
+    def process(self, frame: ColumnFrame, position: int, *, shard: int = -1,
+                stream_time: tuple[float, float] | None = None) -> FrameResult: ...
 
     def state_recovered(self) -> None:
         """The state gained a recovered partition: rebuild what is derived from it."""
+        ...
+
+    def split(self, zone_state: Any, partitions: int) -> tuple[Evaluator, Evaluator]:
+        """The entity stage (this evaluator's state) and the zone stage (``zone_state``)
+        of the same rule set, over ``partitions`` partitions."""
         ...
 
 
@@ -206,9 +218,9 @@ class Pipeline:
         self.sink = alerts
         self.app = make_faust_app(settings, self.bootstrap)
         self.rule_state = ChangelogState()
+        self.zone_state = ChangelogState()
         self.models.refresh()
-        self.engine = rules.load(self.rule_state)
-        self.metrics.set_ruleset(self.engine.version)
+        self._use(rules.load(self.rule_state))
         self.metrics.set_models(models.versions())
         self.deliverer = Deliverer(deliveries, self._send_team, self._dead_letter_delivery,
                                    timeout=settings.webhook_timeout_seconds,
@@ -225,7 +237,15 @@ class Pipeline:
                                                key_serializer="raw")
         self.state_topic = self.app.topic(topics.rule_state, value_serializer="raw",
                                           key_serializer="raw")
+        self.keyed_topic = self.app.topic(topics.events_keyed, value_serializer="raw",
+                                          key_serializer="raw")
+        self.keyed_state_topic = self.app.topic(topics.rule_state_keyed,
+                                                value_serializer="raw", key_serializer="raw")
+        self._stream_times: dict[int, float] = {}  # events partition -> newest event time
+        self._heard: dict[tuple[int, int], float] = {}  # (zone partition, source) -> when
+        self._zone_started: dict[int, float] = {}
         self.app.agent(self.events_topic, name="evaluate")(self.evaluate)
+        self.app.agent(self.keyed_topic, name="evaluate_zones")(self.evaluate_zones)
         self.app.agent(self.alerts_topic, name="store_alerts")(self.store_alerts)
         self._team_topics: dict[str, faust.TopicT] = {}
         self.app.timer(interval=settings.rules_poll_seconds, name="reload_rules")(
@@ -239,6 +259,28 @@ class Pipeline:
 
         self.app.on_before_shutdown.connect(self._close_deliveries)
         self.app.on_partitions_assigned.connect(self._say_ready)
+        self.app.on_partitions_revoked.connect(self._forget_revoked)
+
+    def _use(self, engine: Evaluator) -> None:
+        """Run ``engine``'s rule set: its entity stage here, its zone stage over
+        ``events.keyed``."""
+        self.engine = engine
+        self.entity_engine, self.zone_engine = engine.split(
+            self.zone_state, self.settings.topic_partitions)
+        self.metrics.set_ruleset(engine.version)
+
+    async def _forget_revoked(self, app: faust.App, revoked: Collection[Any],
+                              **kwargs: object) -> None:
+        """A partition given to another worker: its state is recovered again from the
+        changelog (which that worker extends) if it comes back."""
+        topics = self.settings.topics
+        for tp in revoked:
+            if tp.topic == topics.events:
+                self.rule_state.forget(tp.partition)
+                self._stream_times.pop(tp.partition, None)
+            elif tp.topic == topics.events_keyed:
+                self.zone_state.forget(tp.partition)
+                self._zone_started.pop(tp.partition, None)
 
     async def _say_ready(self, app: faust.App, *args: object, **kwargs: object) -> None:
         """One line on stdout once the worker has its partitions: what it consumes, the
@@ -248,7 +290,8 @@ class Pipeline:
         self._ready_said = True
         topics = self.settings.topics
         out = sys.__stdout__ or sys.stdout  # Faust turns sys.stdout into warnings
-        out.write(f"ready: consuming {topics.raw('*')}, {topics.events}, {topics.alerts}; "
+        out.write(f"ready: consuming {topics.raw('*')}, {topics.events}, "
+                  f"{topics.events_keyed}, {topics.alerts}; "
                   f"rules version {self.engine.version}{self.ready_note}\n")
         out.flush()
 
@@ -297,8 +340,7 @@ class Pipeline:
             return
         if engine is not None:
             log.warning("rules reloaded: %s -> %s", current, engine.version)
-            self.engine = engine
-            self.metrics.set_ruleset(engine.version)
+            self._use(engine)
 
     async def watch_broker(self) -> None:
         """Exit (status 75) when the broker cannot serve this worker any more, rather
@@ -340,66 +382,172 @@ class Pipeline:
             self.metrics.set_models(self.models.versions())
 
     async def evaluate(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        """events (micro-batches) → rules → one alert per message on ``alerts``.
+        """events (micro-batches) → rules → one alert per message on ``alerts``, and the
+        rows zone-keyed rules read → ``events.keyed``, by the partition owning their zone.
 
-        Stateful rules' changes reach the state table only after the frame's alerts are
-        acknowledged, stamped with the frame's offset: a worker killed anywhere in
-        between re-reads the frame and raises the same alerts (same ids) without
-        applying the frame to its state twice.
+        Stateful rules' changes reach the state table only after the frame's alerts
+        (and routed rows) are acknowledged, stamped with the frame's offset: a worker
+        killed anywhere in between re-reads the frame and raises the same alerts (same
+        ids) without applying the frame to its state twice.
         """
         async for event in stream.events():
-            partition = event.message.partition
-            if partition not in self.rule_state.recovered:
-                try:
-                    await asyncio.to_thread(self._recover_state, partition)
-                except Exception as exc:  # a changelog the broker cannot serve
-                    self._exit_broker_lost(f"the rule-state changelog of partition "
-                                           f"{partition} cannot be read: {exc}")
-            where = f"{event.message.topic}/{partition}@{event.message.offset}"
+            partition, offset = event.message.partition, event.message.offset
+            await self._ensure_recovered(self.rule_state, self.settings.topics.rule_state,
+                                         self.settings.topics.events, partition)
+            engine = self.entity_engine
+            where = f"{event.message.topic}/{partition}@{offset}"
             started = time.perf_counter()
             try:
                 frame = decode_frame(event.value)
                 self.metrics.records.labels(stage="rules", direction="in").inc(frame.size)
-                result = self.engine.process(frame, position=event.message.offset)
+                result = engine.process(frame, position=offset)
             except Exception as exc:  # one frame must never stop the stage for good
-                log.exception("rules failed on frame %s; dead-lettered", where)
-                await self._dead_letter("rules", self.settings.topics.events, where,
-                                        f"rule evaluation failed: {type(exc).__name__}: "
-                                        f"{exc}", bytes(event.value))
+                await self._frame_failed("rules", where, exc, bytes(event.value))
                 yield None
                 continue
             self.metrics.rule_evaluation.observe(time.perf_counter() - started)
-            self.metrics.records.labels(stage="rules", direction="out").inc(len(result.alerts))
-            self.metrics.dead_letters.labels(stage="rules").inc(len(result.late))
-            sent = [await self.alerts_topic.send(
-                key=alert.id.encode(), value=fit_alert(alert, self.settings.max_alert_bytes))
-                for alert in result.alerts]
-            for envelope, rule_id, reason in result.late:
-                letter = DeadLetter(stage="rules", source=self.settings.topics.events,
-                                    locator=f"{rule_id}:{envelope.id}",
-                                    error=f"late for rule {rule_id}: {reason}",
-                                    raw=encode_envelope(envelope).decode())
-                await self.deadletter_topic.send(value=encode_deadletter(letter))
-            if result.state is not None and result.state.pending:
-                await asyncio.gather(*sent)
-                result.commit_state()
-                await self.state_topic.send(value=encode_writes(self.rule_state.take_writes()),
-                                            partition=partition)
+            sent = await self._send_results(result, "rules")
+            if frame.size:
+                newest = float(np.frombuffer(frame.times, np.float64).max())
+                self._stream_times[partition] = max(
+                    newest, self._stream_times.get(partition, -math.inf))
+            if self.zone_engine.has_rules and partition in self._stream_times:
+                sent.extend(await self._route(frame, result.routes, partition, offset))
+            await self._commit_state(result, sent, self.rule_state, self.state_topic,
+                                     partition)
             yield None
 
-    def _recover_state(self, partition: int) -> None:
+    async def _route(self, frame: ColumnFrame, routes: dict[int, list[int]],
+                     partition: int, offset: int) -> list[Any]:
+        """One ``events.keyed`` frame per partition: the rows it owns (maybe none) and
+        this partition's stream time, which lets zone windows close."""
+        origin = f"{self.settings.topics.events}/{partition}"
+        stream_time = self._stream_times[partition]
+        return [await self.keyed_topic.send(
+            value=encode_frame(take_rows(frame, routes.get(target, []), origin=origin,
+                                         offset=offset, source_partition=partition,
+                                         watermark=stream_time)),
+            partition=target) for target in range(self.settings.topic_partitions)]
+
+    async def evaluate_zones(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        """events.keyed → zone windows and correlations of the zones each partition owns,
+        held back to the time every events partition has reached."""
+        async for event in stream.events():
+            partition, offset = event.message.partition, event.message.offset
+            await self._ensure_recovered(self.zone_state,
+                                         self.settings.topics.rule_state_keyed,
+                                         self.settings.topics.events_keyed, partition)
+            where = f"{event.message.topic}/{partition}@{offset}"
+            try:
+                frame = decode_frame(event.value)
+                reported = self._reported(partition, frame)
+                result = self.zone_engine.process(
+                    frame, position=offset, shard=partition,
+                    stream_time=(self._zone_time(partition, None),
+                                 self._zone_time(partition, reported)))
+            except Exception as exc:  # one frame must never stop the stage for good
+                await self._frame_failed("zone_rules", where, exc, bytes(event.value))
+                yield None
+                continue
+            sent = await self._send_results(result, "zone_rules")
+            if reported:
+                self.zone_state.set(*reported)  # with the frame's state, or alone
+            await self._commit_state(result, sent, self.zone_state, self.keyed_state_topic,
+                                     partition)
+            yield None
+
+    def _reported(self, partition: int, frame: ColumnFrame) -> tuple[str, float] | None:
+        """The source partition's stream time this frame carries, as a state write (None
+        when it adds nothing)."""
+        source = frame.source_partition
+        if source < 0 or math.isnan(frame.watermark):
+            return None
+        self._heard[(partition, source)] = time.monotonic()
+        key = f"~upstream|{partition}|{source}"
+        known = self.zone_state.get(key)
+        if known is not None and known >= frame.watermark:
+            return None
+        return key, frame.watermark
+
+    def _zone_time(self, partition: int, reported: tuple[str, float] | None) -> float:
+        """The time every events partition feeding zone partition ``partition`` has
+        reached (with the ``reported`` write, if given); a partition silent for
+        ``idle_partition_seconds`` does not hold it back."""
+        now = time.monotonic()
+        started = self._zone_started.setdefault(partition, now)
+        idle = self.settings.idle_partition_seconds
+        times = []
+        for source in range(self.settings.topic_partitions):
+            key = f"~upstream|{partition}|{source}"
+            if now - self._heard.get((partition, source), started) > idle:
+                continue
+            known = reported[1] if reported and reported[0] == key \
+                else self.zone_state.get(key)
+            times.append(-math.inf if known is None else known)
+        return min(times) if times else math.inf
+
+    async def _frame_failed(self, stage: str, where: str, exc: Exception,
+                            raw: bytes) -> None:
+        log.exception("%s failed on frame %s; dead-lettered", stage, where)
+        await self._dead_letter(stage, where.split("/")[0], where,
+                                f"rule evaluation failed: {type(exc).__name__}: {exc}", raw)
+
+    async def _send_results(self, result: FrameResult, stage: str) -> list[Any]:
+        """Send a frame's alerts and late events; returns the alerts' pending sends."""
+        self.metrics.records.labels(stage=stage, direction="out").inc(len(result.alerts))
+        self.metrics.dead_letters.labels(stage=stage).inc(len(result.late))
+        sent = [await self.alerts_topic.send(
+            key=alert.id.encode(), value=fit_alert(alert, self.settings.max_alert_bytes))
+            for alert in result.alerts]
+        for envelope, rule_id, reason in result.late:
+            letter = DeadLetter(stage=stage, source=self.settings.topics.events,
+                                locator=f"{rule_id}:{envelope.id}",
+                                error=f"late for rule {rule_id}: {reason}",
+                                raw=encode_envelope(envelope).decode())
+            await self.deadletter_topic.send(value=encode_deadletter(letter))
+        return sent
+
+    async def _commit_state(self, result: FrameResult, sent: list[Any],
+                            state: ChangelogState, changelog: faust.TopicT,
+                            partition: int) -> None:
+        """Once what the frame sent is acknowledged, its state changes become one
+        changelog message on the frame's partition."""
+        if result.state is not None and result.state.pending:
+            await asyncio.gather(*sent)
+            result.commit_state()
+        writes = state.take_writes()
+        if writes:
+            await asyncio.gather(*sent)
+            await changelog.send(value=encode_writes(writes), partition=partition)
+
+    async def _ensure_recovered(self, state: ChangelogState, changelog: str, log_topic: str,
+                                partition: int) -> None:
+        """Select ``partition``'s state, recovering it from its changelog first if this
+        worker does not hold it yet."""
+        if partition in state.recovered:
+            state.use(partition)
+            return
+        try:
+            await asyncio.to_thread(self._recover_state, state, changelog, log_topic,
+                                    partition)
+        except Exception as exc:  # a changelog the broker cannot serve
+            self._exit_broker_lost(f"the changelog {changelog} of partition {partition} "
+                                   f"cannot be read: {exc}")
+
+    def _recover_state(self, state: ChangelogState, changelog: str, log_topic: str,
+                       partition: int) -> None:
         """Replay the partition's state changelog before evaluating its first frame."""
         with KafkaAdmin(self.bootstrap) as admin:
-            admin.ensure_topics([self.settings.topics.rule_state],
-                                self.settings.topic_partitions)
-            messages = admin.read_partition(self.settings.topics.rule_state, partition)
-            events = self.settings.topics.events
-            log_end = admin.end_offsets([events]).get(TopicPartition(events, partition), 0)
-        applied = self.rule_state.recover(partition, (value for _, value in messages),
-                                          log_end=log_end)
-        self.engine.state_recovered()
+            admin.ensure_topics([changelog], self.settings.topic_partitions)
+            messages = admin.read_partition(changelog, partition)
+            log_end = admin.end_offsets([log_topic]).get(TopicPartition(log_topic, partition),
+                                                         0)
+        applied = state.recover(partition, (value for _, value in messages), log_end=log_end)
+        state.use(partition)
+        self.entity_engine.state_recovered()
+        self.zone_engine.state_recovered()
         if applied:
-            log.warning("rule state of partition %d recovered from %d changelog messages",
+            log.warning("%s of partition %d recovered from %d changelog messages", changelog,
                         partition, applied)
 
     async def store_alerts(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:

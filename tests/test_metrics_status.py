@@ -100,7 +100,7 @@ def test_worker_metrics_and_status_on_the_demo_feeds(settings: Settings,
     assert _value(samples, "citywatch_records_total", stage="rules", direction="in") == events
     assert _value(samples, "citywatch_records_total", stage="store", direction="out") == stored
     assert stored > 0
-    for stage in ("ingest", "rules", "store"):
+    for stage in ("ingest", "rules", "zone_rules", "store"):
         assert ("citywatch_consumer_lag", (("stage", stage),)) in samples
         assert _value(samples, "citywatch_consumer_lag", stage=stage) == 0
     assert _value(samples, "citywatch_store_write_seconds_count") > 0
@@ -111,7 +111,7 @@ def test_worker_metrics_and_status_on_the_demo_feeds(settings: Settings,
     assert status.returncode == 0, status.stderr
     said = json.loads(status.stdout)
     assert said["broker"]["reachable"] and said["store"]["reachable"]
-    assert set(said["broker"]["lag"]) == {"ingest", "rules", "store"}
+    assert set(said["broker"]["lag"]) == {"ingest", "rules", "zone_rules", "store"}
     assert said["store"]["alerts_total"] == stored
     assert said["store"]["last_alert_at"] is not None
     assert said["broker"]["dead_letters_last_hour"] == report.dead_letters + sum(

@@ -57,7 +57,7 @@ def test_a_version_loads_from_the_store_after_its_files_are_gone(store: Incident
     assert version == load_ruleset(path).version
     shutil.rmtree(tmp_path / "authoring")
     source = StoreRuleSource(RuleSetBook(store), DEMO_DIR / "rules.yaml", ForecastBook(),
-                             partitions=1, cache_dir=tmp_path / "elsewhere")
+                             cache_dir=tmp_path / "elsewhere")
     engine = source.load(ChangelogState())
     assert engine.version == version and source.problem is None
     feed = load_feed(DEMO_DIR / "feeds/epa_pm25_nyc.yaml")
