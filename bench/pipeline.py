@@ -1,13 +1,22 @@
-"""Benchmark (b) of the rules issue: events through (a) a bare one-event-per-message
-Faust agent doing decode + one threshold and (b) the citywatch worker (ingest: decode and
-validate → columnar micro-batches → zone lookup over 1,000 zones → 50 rules → alerts,
-one per message → incident store), both on the embedded broker, in one run.
+"""Events through, in one run on the embedded broker:
+
+- a bare one-event-per-message Faust agent (decode + one threshold);
+- the citywatch worker (ingest: decode and validate → columnar micro-batches → zone
+  lookup over 1,000 zones → 50 rules → alerts, one per message → incident store);
+- with ``--quix-python PATH`` (the interpreter of a venv made by ``bench/quix_venv.sh``):
+  a bare Quix Streams app (decode + one threshold) and a Quix app doing the same
+  50-rule job per event (``quix_apps.py``), whose alert count is the independent
+  per-event evaluation the citywatch worker's stored alerts must equal;
+- with ``--scaling``: the worker again with 1 and with 2 processes on 4 partitions
+  (aggregate events/s), and the resident memory of each worker at the end.
 
 Events are real EPA PM2.5 readings, repeated with distinct record ids; the rules are
-``workload.py``'s (typical alerting: ~2 % of events). Prints one JSON object with both
-rates and their ratio.
+``workload.py``'s (typical alerting: ~2 % of events). ``--entities N`` spreads the events
+over N distinct entities and adds a per-entity persistence rule, so every entity has
+state (the memory figure). Prints one JSON object with every rate and the ratios.
 
 Usage: python bench/pipeline.py [--events 300000] [--batch 2000] [--alerting typical]
+           [--quix-python /work/quixvenv/bin/python] [--scaling] [--entities 100000]
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import msgspec
 import yaml
 from confluent_kafka import Producer
 from workload import events, rules, write_grid
@@ -29,6 +39,7 @@ from citywatch.ops.progress import wait_until_drained
 from citywatch.ops.settings import Settings
 from citywatch.ops.store.store import IncidentStore
 from citywatch.ops.worker_process import WorkerProcess
+from citywatch.rules.model import RuleSet
 from citywatch.streams.broker import EmbeddedBroker
 from citywatch.streams.envelope import encode_envelope
 from citywatch.streams.kafka_admin import KafkaAdmin
@@ -72,34 +83,84 @@ def bench_bare(bootstrap: str, payloads: list[bytes], workdir: Path) -> dict[str
             "events_per_s": round(data["count"] / seconds)}
 
 
+def bench_quix(python: str, mode: str, bootstrap: str, payloads: list[bytes],
+               workdir: Path, ruleset: RuleSet) -> dict[str, float]:
+    """A Quix Streams app (``quix_apps.py``) over ``payloads``, in its own interpreter."""
+    topic = f"bench.quix-{mode}"
+    with KafkaAdmin(bootstrap) as admin:
+        admin.ensure_topics([topic])
+    produce(bootstrap, topic, payloads)
+    result = workdir / f"quix-{mode}.json"
+    rules_json = workdir / "rules.json"
+    rules_json.write_text(json.dumps(ruleset.model_dump(mode="json")))
+    env = {**os.environ, "BENCH_BOOTSTRAP": bootstrap, "BENCH_TOPIC": topic,
+           "BENCH_TOTAL": str(len(payloads)), "BENCH_RESULT": str(result),
+           "BENCH_RULES": str(rules_json), "BENCH_GRID": str(workdir / "grid.geojson")}
+    subprocess.run([python, str(Path(__file__).parent / "quix_apps.py"), mode], env=env,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=1800,
+                   check=True)
+    data = json.loads(result.read_text())
+    seconds = data["last"] - data["first"]
+    return {"events": data["count"], "seconds": round(seconds, 3),
+            "events_per_s": round(data["count"] / seconds), "alerts": data["alerts"]}
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process (MB)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
 def bench_pipeline(bootstrap: str, payloads: list[bytes], workdir: Path, batch: int,
-                   alerting: str) -> dict[str, float]:
-    """Start the worker, let both stages join (one warm-up event), then produce all events
-    at once and time until every stage has drained."""
-    grid_path = write_grid(workdir / "grid.geojson")
+                   ruleset: RuleSet, *, workers: int = 1, partitions: int = 1,
+                   tag: str = "cw") -> dict[str, float]:
+    """Start the workers, let every stage join (one warm-up event), then produce all
+    events at once and time until every stage has drained."""
     rules_path = workdir / "rules.yaml"
-    rules_path.write_text(yaml.safe_dump(rules(alerting, str(grid_path)).model_dump(
-        mode="json")))
-    settings = Settings(kafka_bootstrap=bootstrap, topic_prefix="bench.", app_id="bench-cw",
-                        database_url=f"sqlite:///{workdir / 'bench.db'}",
-                        data_dir=workdir / "cw-data", rules_path=rules_path,
-                        batch_max_events=batch)
+    rules_path.write_text(yaml.safe_dump(ruleset.model_dump(mode="json")))
+    settings = Settings(kafka_bootstrap=bootstrap, topic_prefix=f"bench-{tag}.",
+                        app_id=f"bench-{tag}",
+                        database_url=f"sqlite:///{workdir / f'{tag}.db'}",
+                        data_dir=workdir / f"{tag}-data", rules_path=rules_path,
+                        batch_max_events=batch, topic_partitions=partitions)
     topic = settings.topics.raw("environment")
     with KafkaAdmin(bootstrap) as admin:
-        admin.ensure_topics(settings.topics.all)
-        with WorkerProcess(settings, bootstrap, workdir / "worker.log") as worker:
+        admin.ensure_topics(settings.topics.all, partitions)
+        running = [WorkerProcess(settings, bootstrap, workdir / f"{tag}-{n}.log").start()
+                   for n in range(workers)]
+
+        def alive() -> bool:
+            return all(w.alive() for w in running)
+        try:
             produce(bootstrap, topic, payloads[:1])
-            wait_until_drained(admin, settings, alive=worker.alive)
+            wait_until_drained(admin, settings, alive=alive)
             started = time.perf_counter()
             produce(bootstrap, topic, payloads[1:])
-            wait_until_drained(admin, settings, alive=worker.alive, poll=0.1)
+            wait_until_drained(admin, settings, alive=alive, poll=0.1)
             seconds = time.perf_counter() - started
+            memory = [rss_mb(w.pid) for w in running]
+        finally:
+            for worker in running:
+                worker.stop()
     total = len(payloads) - 1
     store = IncidentStore(settings.database_url)
     alerts = store.counts()["alerts_total"]
     store.close()
     return {"events": total, "seconds": round(seconds, 3),
-            "events_per_s": round(total / seconds), "alerts_stored": alerts}
+            "events_per_s": round(total / seconds), "alerts_stored": alerts,
+            "workers": workers, "partitions": partitions, "rss_mb": memory}
+
+
+def with_entities(ruleset: RuleSet, count: int) -> RuleSet:
+    """The workload plus a per-entity persistence rule (state for every entity)."""
+    return RuleSet.model_validate({**ruleset.model_dump(mode="json"), "rules": [
+        *ruleset.model_dump(mode="json")["rules"],
+        {"id": "pm25-persisting", "domain": "environment",
+         "condition": {"type": "persistence", "count": 3, "condition": {
+             "type": "threshold", "attribute": "pm25", "op": ">", "value": 40}},
+         "alert": {"severity": "Minor", "category": "Env", "message": "{entity_id}"}}]})
 
 
 def main() -> None:
@@ -108,15 +169,53 @@ def main() -> None:
     parser.add_argument("--bare-events", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=2000)
     parser.add_argument("--alerting", choices=["typical", "heavy"], default="typical")
+    parser.add_argument("--quix-python", help="interpreter of a venv with quixstreams "
+                                              "(bench/quix_venv.sh)")
+    parser.add_argument("--scaling", action="store_true",
+                        help="also 1 and 2 workers on 4 partitions")
+    parser.add_argument("--entities", type=int, default=0,
+                        help="spread events over this many entities, each with state")
     args = parser.parse_args()
-    payloads = [encode_envelope(e) for e in events(args.events)]
+    evs = events(args.events)
+    if args.entities:
+        evs = [msgspec.structs.replace(e, entity_id=f"sensor-{i % args.entities}")
+               for i, e in enumerate(evs)]
+    payloads = [encode_envelope(e) for e in evs]
+    out: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
         workdir = Path(tmp)
-        bare = bench_bare(broker.bootstrap, payloads[:args.bare_events], workdir)
-        pipeline = bench_pipeline(broker.bootstrap, payloads, workdir, args.batch,
-                                  args.alerting)
-    print(json.dumps({"bare_faust": bare, "citywatch_pipeline": pipeline,
-                      "ratio": round(pipeline["events_per_s"] / bare["events_per_s"], 2)}))
+        ruleset = rules(args.alerting, str(write_grid(workdir / "grid.geojson")))
+        if args.entities:
+            ruleset = with_entities(ruleset, args.entities)
+        out["bare_faust"] = bench_bare(broker.bootstrap, payloads[:args.bare_events], workdir)
+        if args.quix_python:
+            out["bare_quix"] = bench_quix(args.quix_python, "bare", broker.bootstrap,
+                                          payloads, workdir, ruleset)
+            if not args.entities:
+                out["quix_same_job"] = bench_quix(args.quix_python, "rules",
+                                                  broker.bootstrap, payloads, workdir,
+                                                  ruleset)
+        pipeline = bench_pipeline(broker.bootstrap, payloads, workdir, args.batch, ruleset)
+        out["citywatch_pipeline"] = pipeline
+        if args.scaling:
+            for workers in (1, 2):
+                out[f"citywatch_{workers}x4"] = bench_pipeline(
+                    broker.bootstrap, payloads, workdir, args.batch, ruleset,
+                    workers=workers, partitions=4, tag=f"cw{workers}x4")
+    rate = pipeline["events_per_s"]
+    ratios = {"citywatch/bare_faust": round(rate / out["bare_faust"]["events_per_s"], 2)}
+    if "bare_quix" in out:
+        ratios["citywatch/bare_quix"] = round(rate / out["bare_quix"]["events_per_s"], 2)
+    if "quix_same_job" in out:
+        ratios["citywatch/quix_same_job"] = round(
+            rate / out["quix_same_job"]["events_per_s"], 2)
+        out["alerts_equal_per_event_evaluation"] = (
+            pipeline["alerts_stored"] == out["quix_same_job"]["alerts"])
+    if args.scaling:
+        ratios["2_workers/1_worker"] = round(out["citywatch_2x4"]["events_per_s"]
+                                             / out["citywatch_1x4"]["events_per_s"], 2)
+    out["ratios"] = ratios
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

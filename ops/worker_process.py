@@ -39,6 +39,11 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int:
+        """The worker's process id (-1 when not running)."""
+        return self._process.pid if self._process is not None else -1
+
     def stop(self, timeout: float = 20.0) -> int | None:
         process, self._process = self._process, None
         if process is None:

@@ -101,7 +101,8 @@ def test_worker_refuses_a_changelog_partitioned_unlike_its_events(settings: Sett
     with KafkaAdmin(bootstrap) as admin:
         admin.ensure_topics([t for t in topics.all if t != topics.rule_state_keyed], 4)
         admin.ensure_topics([topics.rule_state_keyed], 2)
-    env = {**os.environ, **settings.to_env(), "CITYWATCH_KAFKA_BOOTSTRAP": bootstrap,
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CITYWATCH_")},
+           **settings.to_env(), "CITYWATCH_KAFKA_BOOTSTRAP": bootstrap,
            "CITYWATCH_TOPIC_PARTITIONS": "4"}
     done = subprocess.run([sys.executable, "-m", "citywatch.ops.cli", "worker"], env=env,
                           capture_output=True, text=True, timeout=120)
