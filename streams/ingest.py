@@ -1,30 +1,43 @@
 """Ingest: validate raw one-per-message envelopes and frame them into micro-batches.
 
-Faust costs ~110 µs per Kafka message, so this stage reads the public ``raw.*`` topics
-with aiokafka's batched ``getmany`` (hundreds of thousands of messages/s), validates each
-record, dead-letters the bad ones with their locator (``topic/partition@offset``), and
-writes valid envelopes to the internal ``events`` topic as MessagePack frames of up to
-``batch_max_events``. Envelopes are routed by ``entity_id`` so one entity's events keep
-their order on one ``events`` partition. Offsets are committed only after the frames are
-acknowledged: at-least-once, made exactly-once in effect by deterministic ids downstream.
+Faust costs ~110 µs per Kafka message, so this stage is not a Faust agent: it runs in
+**its own process** (:class:`IngestProcess`, started by the worker), a synchronous
+librdkafka (confluent-kafka) loop that reads the public ``raw.*`` topics in batches,
+validates each record, dead-letters the bad ones with their locator
+(``topic/partition@offset``), and writes valid envelopes to the internal ``events``
+topic as MessagePack frames of up to ``batch_max_events``. Envelopes are routed by
+``entity_id`` so one entity's events keep their order on one ``events`` partition.
+Offsets are committed only after the frames are acknowledged: at-least-once, made
+exactly-once in effect by deterministic ids downstream. Its own process keeps the
+decoding off the rules stage's core and its event loop.
 
 Example:
     >>> from citywatch.streams.settings import StreamSettings
-    >>> ingest = RawIngest(StreamSettings(kafka_bootstrap="127.0.0.1:9092"))  # doctest: +SKIP
-    >>> faust.Worker(app, ingest).execute_from_commandline()            # doctest: +SKIP
+    >>> loop = IngestLoop(StreamSettings(), "127.0.0.1:9092")
+    >>> loop.group
+    'citywatch-ingest'
+    >>> loop.run(stop=lambda: False)                                   # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
+import ctypes
+import gc
 import logging
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+import time
 import zlib
-from collections import defaultdict
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from mode import Service
 
 from citywatch.streams.batch import encode_batch
@@ -41,17 +54,37 @@ def ingest_group(settings: StreamSettings) -> str:
     return f"{settings.app_id}-ingest"
 
 
-def split_records(records: list[ConsumerRecord[bytes, bytes]], *,
+class Record(Protocol):
+    """A raw Kafka record (a :class:`RawRecord`, or any client's record)."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+class RawRecord(NamedTuple):
+    """One raw message as ingest reads it."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+Pair = tuple[Envelope, Record]
+
+
+def split_records(records: Sequence[Record], *,
                   max_ahead: float = 86400.0,
                   floor: datetime = datetime(1970, 1, 1, tzinfo=UTC),
                   now: datetime | None = None,
-                  ) -> tuple[list[tuple[Envelope, ConsumerRecord[bytes, bytes]]],
-                             list[DeadLetter]]:
+                  ) -> tuple[list[Pair], list[DeadLetter]]:
     """Validate raw records into (envelope, record) pairs and dead letters: nothing is
     dropped, and no record — whatever its bytes — raises. Events stamped more than
     ``max_ahead`` seconds after ``now`` (when ingest received them) or before ``floor``
     are dead-lettered, so one bad clock cannot move stream time."""
-    good: list[tuple[Envelope, ConsumerRecord[bytes, bytes]]] = []
+    good: list[Pair] = []
     bad: list[DeadLetter] = []
     now = now or datetime.now(UTC)
     latest = now + timedelta(seconds=max_ahead)
@@ -84,11 +117,10 @@ def _text(raw: bytes, limit: int = 100_000) -> str:
     return text if len(text) <= limit else text[:limit] + f"…[{len(raw)} bytes]"
 
 
-def frames_of(pairs: list[tuple[Envelope, ConsumerRecord[bytes, bytes]]],
-              ) -> tuple[list[bytes], list[DeadLetter]]:
+def frames_of(pairs: list[Pair]) -> tuple[list[bytes], list[DeadLetter]]:
     """One frame for ``pairs``; an envelope that cannot be framed (it passed validation
     but its geometry breaks the frame's location step) is dead-lettered alone."""
-    def encode(chunk: list[tuple[Envelope, ConsumerRecord[bytes, bytes]]]) -> bytes:
+    def encode(chunk: list[Pair]) -> bytes:
         return encode_batch([env for env, _ in chunk],
                             [f"{rec.topic}/{rec.partition}" for _, rec in chunk],
                             [rec.offset for _, rec in chunk],
@@ -113,104 +145,249 @@ def frames_of(pairs: list[tuple[Envelope, ConsumerRecord[bytes, bytes]]],
         return ([encode(kept)] if kept else []), letters
 
 
-class RawIngest(Service):
-    """The ``raw.* → events`` stage as a mode service, run beside the Faust app."""
+class IngestFailed(Exception):
+    """Frames or dead letters the broker did not acknowledge: nothing is committed."""
+
+
+class IngestLoop:
+    """The ``raw.* → events`` loop (blocking; :class:`IngestProcess` runs it in its own
+    process). ``report`` receives the metrics' increments now and then."""
 
     def __init__(self, settings: StreamSettings, bootstrap: str,
-                 metrics: WorkerMetrics | None = None, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+                 report: Callable[[dict[tuple[str, str], int]], None] | None = None) -> None:
         self.settings = settings
-        self.metrics = metrics or WorkerMetrics()
         self.bootstrap = bootstrap
         self.topics = settings.topics
-        self.consumer: AIOKafkaConsumer | None = None
-        self.producer: AIOKafkaProducer | None = None
+        self.group = ingest_group(settings)
+        self.report = report
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self._failed: list[str] = []
+        self._batch: dict[str, int] = {"pending": 0}  # the fetched batch being sent
+        self._batches: deque[tuple[dict[str, int], dict[tuple[str, int], int]]] = deque()
+        self._producer: Any = None
 
-    async def on_start(self) -> None:
-        timeout_ms = int(self.settings.broker_session_timeout * 1000)
-        self.consumer = AIOKafkaConsumer(
-            *self.topics.raw_all, bootstrap_servers=self.bootstrap,
-            group_id=ingest_group(self.settings), enable_auto_commit=False,
-            auto_offset_reset="earliest", session_timeout_ms=timeout_ms,
-            heartbeat_interval_ms=max(100, timeout_ms // 6),
-            rebalance_timeout_ms=timeout_ms, max_partition_fetch_bytes=4 * 1024 * 1024,
-            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
-            client_id="citywatch-ingest")
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks=1, linger_ms=2,
-            max_batch_size=1024 * 1024, max_request_size=16 * 1024 * 1024,
-            client_id="citywatch-ingest")
-        await self.producer.start()
+    def run(self, stop: Callable[[], bool]) -> None:
+        """Consume, validate, frame and produce until ``stop()``; raises
+        :class:`IngestFailed` when the broker refuses what ingest sends."""
+        settings = self.settings
+        consumer = Consumer({
+            "bootstrap.servers": self.bootstrap, "group.id": self.group,
+            "enable.auto.commit": False, "auto.offset.reset": "earliest",
+            "session.timeout.ms": int(settings.broker_session_timeout * 1000),
+            "heartbeat.interval.ms": max(100, int(settings.broker_session_timeout * 1000)
+                                         // 6),
+            "fetch.wait.max.ms": settings.fetch_max_wait_ms,
+            "max.partition.fetch.bytes": 4 * 1024 * 1024,
+            "allow.auto.create.topics": False, "client.id": "citywatch-ingest",
+            "logger": log})
+        producer = Producer({
+            "bootstrap.servers": self.bootstrap, "acks": 1, "linger.ms": 2,
+            "message.max.bytes": 16 * 1024 * 1024, "enable.idempotence": False,
+            "client.id": "citywatch-ingest", "logger": log})
+        self._producer = producer
+        try:
+            consumer.subscribe(self.topics.raw_all)
+            parts = self._partitions(producer)
+            reported = time.monotonic()
+            while not stop():
+                messages = consumer.consume(self.settings.batch_max_events * 8,
+                                            timeout=max(1, settings.batch_max_wait_ms) / 200)
+                records = [RawRecord(m.topic(), m.partition(), m.offset(), m.value())
+                           for m in messages if self._usable(m)]
+                if records:
+                    self._batch = {"pending": 0}
+                    self.forward(producer, records, parts)
+                    ends: dict[tuple[str, int], int] = {}
+                    for r in records:
+                        ends[(r.topic, r.partition)] = r.offset + 1
+                    self._batches.append((self._batch, ends))
+                producer.poll(0)
+                self._commit_acknowledged(consumer)
+                if self.report is not None and time.monotonic() - reported > 0.5:
+                    self.report(dict(self.counts))
+                    self.counts.clear()
+                    reported = time.monotonic()
+            while producer.flush(1.0) and not self._failed:  # what was sent, then commit
+                pass
+            self._commit_acknowledged(consumer)
+        finally:
+            producer.flush(10)
+            with contextlib.suppress(KafkaException):
+                consumer.close()
+            if self.report is not None and self.counts:
+                self.report(dict(self.counts))
 
-    async def on_stop(self) -> None:
-        if self.consumer is not None:
-            await self.consumer.stop()
-        if self.producer is not None:
-            await self.producer.stop()
+    def _commit_acknowledged(self, consumer: Consumer) -> None:
+        """Commit, in order, the offsets of every fetched batch whose frames and dead
+        letters are all acknowledged (the next fetch does not wait for them); raise if
+        the broker refused any (nothing after it is committed)."""
+        if self._failed:
+            failed, self._failed = self._failed, []
+            raise IngestFailed(f"{len(failed)} messages not acknowledged: {failed[0]}")
+        ends: dict[tuple[str, int], int] = {}
+        while self._batches and not self._batches[0][0]["pending"]:
+            ends.update(self._batches.popleft()[1])
+        if ends:
+            consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()],
+                            asynchronous=True)
+        if len(self._batches) > 8:  # bound what waits: let acknowledgements catch up
+            while self._batches[0][0]["pending"] and not self._failed:
+                self._producer.poll(0.1)
+            self._commit_acknowledged(consumer)
 
-    @Service.task
-    async def _pump(self) -> None:
-        assert self.consumer is not None
-        # joining the group happens here, not in on_start, so the Faust app starts (and
-        # joins its own group) in parallel instead of waiting for this join
-        await self.consumer.start()
-        size = self.settings.batch_max_events
-        committing: asyncio.Task[None] | None = None
-        while not self.should_stop:
-            fetched = await self.consumer.getmany(
-                timeout_ms=max(1, self.settings.batch_max_wait_ms) * 5, max_records=size * 8)
-            records = [r for batch in fetched.values() for r in batch]
-            if not records:
-                continue
-            acks = await self.forward(records)
-            offsets = {tp: batch[-1].offset + 1 for tp, batch in fetched.items() if batch}
-            # the next fetch overlaps with waiting for these acks; commits stay in order
-            committing = asyncio.ensure_future(self._commit_after(committing, acks, offsets))
-        if committing is not None:
-            await committing
+    def _partitions(self, producer: Producer) -> int:
+        """The ``events`` topic's partition count (fixed: the worker checks it)."""
+        topic = self.topics.events
+        while True:
+            found = producer.list_topics(topic, timeout=10).topics.get(topic)
+            if found is not None and found.error is None and found.partitions:
+                return len(found.partitions)
+            time.sleep(0.5)
 
-    async def _commit_after(self, previous: asyncio.Task[None] | None,
-                            acks: list[asyncio.Future[Any]],
-                            offsets: dict[TopicPartition, int]) -> None:
-        """Commit ``offsets`` once their frames are acknowledged (and earlier commits)."""
-        assert self.consumer is not None
-        if previous is not None:
-            await previous
-        await asyncio.gather(*acks)
-        await self.consumer.commit(offsets)
+    @staticmethod
+    def _usable(message: Any) -> bool:
+        error = message.error()
+        if error is None:
+            return True
+        if error.code() != KafkaError._PARTITION_EOF:
+            log.warning("raw topics not read: %s", error)
+        return False
 
-    async def forward(self, records: list[ConsumerRecord[bytes, bytes]],
-                      ) -> list[asyncio.Future[Any]]:
-        """Send valid envelopes as frames and bad records to dead-letter; returns the
-        acknowledgement futures."""
-        assert self.producer is not None
+    def _send(self, producer: Producer, topic: str, value: bytes, *, partition: int = -1,
+              key: bytes | None = None) -> None:
+        batch = self._batch
+        batch["pending"] += 1
+
+        def delivered(error: KafkaError | None, message: Any) -> None:
+            batch["pending"] -= 1
+            if error is not None:
+                self._failed.append(f"{message.topic()}: {error}")
+        while True:
+            try:
+                producer.produce(topic, value, key=key, partition=partition,
+                                 on_delivery=delivered)
+                return
+            except BufferError:  # the local queue is full: let deliveries drain
+                producer.poll(0.05)
+
+    def forward(self, producer: Producer, records: Sequence[Record], partitions: int,
+                ) -> None:
+        """Send valid envelopes as frames and bad records to dead-letter."""
         good, bad = split_records(records,
                                   max_ahead=self.settings.event_time_max_ahead_seconds,
                                   floor=self.settings.event_time_floor)
         refused = len(bad)
-        parts = sorted(await self.producer.partitions_for(self.topics.events))
-        by_partition: dict[int, list[tuple[Envelope, ConsumerRecord[bytes, bytes]]]] = \
-            defaultdict(list)
-        for env, rec in good:
-            by_partition[parts[zlib.crc32(env.entity_id.encode()) % len(parts)]].append(
-                (env, rec))
+        by_partition: dict[int, list[Pair]] = defaultdict(list)
+        for pair in good:
+            by_partition[zlib.crc32(pair[0].entity_id.encode()) % partitions].append(pair)
         size = self.settings.batch_max_events
-        futures = []
         for partition, pairs in by_partition.items():
             for start in range(0, len(pairs), size):
                 frames, unframed = frames_of(pairs[start:start + size])
                 bad.extend(unframed)
                 for frame in frames:
-                    futures.append(await self.producer.send(self.topics.events, frame,
-                                                            partition=partition))
+                    self._send(producer, self.topics.events, frame, partition=partition)
         unframed = len(bad) - refused
-        counted = self.metrics.records
-        counted.labels(stage="ingest", direction="in").inc(len(records))
-        counted.labels(stage="ingest", direction="out").inc(len(good) - unframed)  # events
-        self.metrics.dead_letters.labels(stage="ingest").inc(len(bad))
+        self.counts[("records_in", "ingest")] += len(records)
+        self.counts[("records_out", "ingest")] += len(good) - unframed  # events
+        self.counts[("dead_letters", "ingest")] += len(bad)
         for letter in bad:
             log.warning("dead-letter %s: %s%s", letter.locator,
                         f"field '{letter.field}': " if letter.field else "", letter.error)
-            futures.append(await self.producer.send(
-                self.topics.deadletter, encode_deadletter(letter), key=letter.source.encode()))
-        return futures
+            self._send(producer, self.topics.deadletter, encode_deadletter(letter),
+                       key=letter.source.encode())
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when the worker that started it dies (a killed
+    worker must not leave its ingest running)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def ingest_main(settings: StreamSettings, bootstrap: str, reports: Any) -> None:
+    """Entry point of the ingest process."""
+    _die_with_parent()
+    logging.basicConfig(level=settings.log_level.upper().replace("WARN", "WARNING"),
+                        format="[%(asctime)s] [ingest %(process)d] %(levelname)s %(message)s")
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    gc.freeze()  # see Pipeline.run: decoding allocates many short-lived objects
+    gc.set_threshold(50_000, 20, 20)
+    loop = IngestLoop(settings, bootstrap, report=reports.put)
+    try:
+        loop.run(stop=stopping.is_set)
+    except IngestFailed as exc:
+        log.critical("ingest cannot go on: %s", exc)
+        raise SystemExit(75) from None
+
+
+class IngestProcess(Service):
+    """The ingest stage's process, started and stopped with the worker (a mode service
+    beside the Faust app); its metrics are relayed into the worker's. The worker exits
+    with status 75 for its supervisor if ingest dies."""
+
+    def __init__(self, settings: StreamSettings, bootstrap: str,
+                 metrics: WorkerMetrics | None = None, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.metrics = metrics or WorkerMetrics()
+        self._context = multiprocessing.get_context("spawn")
+        self._reports: Any = self._context.Queue()
+        self.process: Any = None
+
+    async def on_start(self) -> None:
+        self.process = self._context.Process(
+            target=ingest_main, args=(self.settings, self.bootstrap, self._reports),
+            name="citywatch-ingest", daemon=True)
+        self.process.start()
+        threading.Thread(target=self._relay, name="ingest-metrics", daemon=True).start()
+
+    async def on_stop(self) -> None:
+        process, self.process = self.process, None
+        if process is not None and process.is_alive():
+            process.terminate()  # SIGTERM: it finishes its batch and commits
+            await self._join(process, 20.0)
+            if process.is_alive():
+                process.kill()
+
+    @staticmethod
+    async def _join(process: Any, timeout: float) -> None:
+        import asyncio
+
+        deadline = time.monotonic() + timeout
+        while process.is_alive() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    @Service.task
+    async def _watch(self) -> None:
+        """Exit the worker (status 75) if the ingest process dies on its own."""
+        import asyncio
+
+        while not self.should_stop:
+            await asyncio.sleep(1.0)
+            process = self.process
+            if process is not None and not process.is_alive() and not self.should_stop:
+                log.critical("the ingest process exited with status %s; exiting with "
+                             "status 75 for the supervisor to restart the worker",
+                             process.exitcode)
+                logging.shutdown()
+                os._exit(75)
+
+    def _relay(self) -> None:
+        """Metrics the ingest process reports, into this worker's counters."""
+        while True:
+            try:
+                counts = self._reports.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            except (EOFError, OSError):
+                return
+            for (name, stage), value in counts.items():
+                if name == "dead_letters":
+                    self.metrics.dead_letters.labels(stage=stage).inc(value)
+                else:
+                    direction = name.removeprefix("records_")
+                    self.metrics.records.labels(stage=stage, direction=direction).inc(value)

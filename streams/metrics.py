@@ -30,7 +30,7 @@ from prometheus_client import (
     start_http_server,
 )
 
-STAGES = ("ingest", "rules", "store")
+STAGES = ("ingest", "rules", "zone_rules", "store")
 
 
 class WorkerMetrics:

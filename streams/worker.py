@@ -36,7 +36,7 @@ from citywatch.streams.batch import ColumnFrame, decode_frame, encode_frame, tak
 from citywatch.streams.broker_watch import EXIT_BROKER_LOST, BrokerWatch
 from citywatch.streams.deadletter import DeadLetter, encode_deadletter
 from citywatch.streams.envelope import Envelope, encode_envelope
-from citywatch.streams.ingest import RawIngest
+from citywatch.streams.ingest import IngestProcess
 from citywatch.streams.kafka_admin import KafkaAdmin, ensure_topics
 from citywatch.streams.lag import stage_lags
 from citywatch.streams.metrics import WorkerMetrics
@@ -227,7 +227,7 @@ class Pipeline:
                                    max_attempts=settings.webhook_max_attempts,
                                    backoff=settings.webhook_backoff_seconds,
                                    policy=WebhookPolicy(settings.webhook_allow))
-        self.ingest = RawIngest(settings, self.bootstrap, self.metrics)
+        self.ingest = IngestProcess(settings, self.bootstrap, self.metrics)
         topics = settings.topics
         self.events_topic = self.app.topic(topics.events, value_serializer="raw",
                                            key_serializer="raw")
