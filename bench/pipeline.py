@@ -106,11 +106,14 @@ def bench_quix(python: str, mode: str, bootstrap: str, payloads: list[bytes],
 
 
 def rss_mb(pid: int) -> float:
-    """Resident memory of a process (MB)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return float("nan")
+    """Resident memory of a worker (MB): its process and its children (ingest)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    total = 0
+    for process in [pid, *map(int, children)]:
+        for line in Path(f"/proc/{process}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return round(total / 1024, 1)
 
 
 def bench_pipeline(bootstrap: str, payloads: list[bytes], workdir: Path, batch: int,

@@ -79,6 +79,12 @@ def run_rules(ruleset: RuleSet, events: Sequence[Envelope] | Frames, *,
     return alerts + engine.flush()
 
 
+def shared_rules(baseline: RuleSet, candidate: RuleSet) -> set[str]:
+    """Ids of the enabled rules identical (same version) in both rule sets."""
+    old = {r.id: r.version for r in baseline.rules if r.enabled}
+    return {r.id for r in candidate.rules if r.enabled and old.get(r.id) == r.version}
+
+
 def match_key(alert: Alert) -> MatchKey:
     """What an alert fired on, whatever the version: its rule and source events."""
     return alert.rule_id, frozenset(alert.source_event_ids)
@@ -146,11 +152,17 @@ def backtest(baseline: RuleSet, candidate: RuleSet, events: Sequence[Envelope], 
     ``noisy_per_day``, and with ``labels`` each version's precision, recall and lead
     time (:mod:`citywatch.rules.labels`, with the tolerances given)."""
     frames = frames_of(events)
+    # a rule both versions hold unchanged raises the same alerts in both: it is
+    # evaluated once (each rule's state is its own; alert ids carry the rule version)
+    shared = shared_rules(baseline, candidate)
+    before_raw = run_rules(baseline, frames, forecasts=forecasts)
+    after_raw = [a for a in before_raw if a.rule_id in shared] + run_rules(
+        candidate.model_copy(update={"rules": [r for r in candidate.rules
+                                               if r.id not in shared]}),
+        frames, forecasts=forecasts)
     # an alert raised twice (the same source record read twice) is stored once
-    before_alerts = list({a.id: a for a in run_rules(baseline, frames,
-                                                     forecasts=forecasts)}.values())
-    after_alerts = list({a.id: a for a in run_rules(candidate, frames,
-                                                    forecasts=forecasts)}.values())
+    before_alerts = list({a.id: a for a in before_raw}.values())
+    after_alerts = list({a.id: a for a in after_raw}.values())
     times = [e.time for e in events]
     start, end = (min(times), max(times)) if times else (None, None)
     days = max(1.0, math.ceil((end - start).total_seconds() / 86400)) if start and end \

@@ -239,8 +239,8 @@ class RuleEngine:
                 origins = (events.origins, events.offsets)
         else:
             frame = EventFrame.from_envelopes(events, self.zones)
-        if not frame.size:
-            return result
+        if not frame.size and stream_time is None:
+            return result  # (an empty zone-stage frame still moves the stream time)
         raised_at = datetime.now(UTC)
         for rule in self.stateless:
             mask = self._eligible(rule, frame)
