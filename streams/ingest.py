@@ -191,7 +191,7 @@ class IngestLoop:
             reported = time.monotonic()
             while not stop():
                 messages = consumer.consume(self.settings.batch_max_events * 8,
-                                            timeout=max(1, settings.batch_max_wait_ms) / 200)
+                                            timeout=max(1, settings.batch_max_wait_ms) / 1000)
                 records = [RawRecord(m.topic(), m.partition(), m.offset(), m.value())
                            for m in messages if self._usable(m)]
                 if records:

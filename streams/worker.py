@@ -559,7 +559,7 @@ class Pipeline:
         rest of its batch is stored. The store owes only alerts new to it to teams (in
         the same transaction), so a replay sends nothing to teams again.
         """
-        async for values in stream.take(500, within=0.2):
+        async for values in stream.take(500, within=0.05):
             self.metrics.records.labels(stage="store", direction="in").inc(len(values))
             alerts: list[Alert] = []
             for value in values:
