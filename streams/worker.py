@@ -533,19 +533,21 @@ class Pipeline:
         except Exception as exc:  # a changelog the broker cannot serve
             self._exit_broker_lost(f"the changelog {changelog} of partition {partition} "
                                    f"cannot be read: {exc}")
+        state.use(partition)
+        # here, in the event loop, between frames: the other stage may be evaluating
+        # while the changelog is read in a thread, and must not see its indexes reset
+        (self.zone_engine if state is self.zone_state else self.entity_engine
+         ).state_recovered()
 
     def _recover_state(self, state: ChangelogState, changelog: str, log_topic: str,
                        partition: int) -> None:
-        """Replay the partition's state changelog before evaluating its first frame."""
+        """Replay the partition's state changelog (in a thread)."""
         with KafkaAdmin(self.bootstrap) as admin:
             admin.ensure_topics([changelog], self.settings.topic_partitions)
             messages = admin.read_partition(changelog, partition)
             log_end = admin.end_offsets([log_topic]).get(TopicPartition(log_topic, partition),
                                                          0)
         applied = state.recover(partition, (value for _, value in messages), log_end=log_end)
-        state.use(partition)
-        self.entity_engine.state_recovered()
-        self.zone_engine.state_recovered()
         if applied:
             log.warning("%s of partition %d recovered from %d changelog messages", changelog,
                         partition, applied)
