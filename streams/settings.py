@@ -64,7 +64,7 @@ class StreamSettings(BaseSettings):
         description="Longest time a worker's fetch waits for new data (Faust's fixed 1.5 s "
                     "stalls the embedded broker's agents).")
     idle_partition_seconds: float = Field(
-        default=30.0, gt=0,
+        default=120.0, gt=0,
         description="A partition that sends the zone stage nothing this long stops "
                     "holding back its zones' time (zone windows close without it; its "
                     "events older than the others' time by more than the allowed "

@@ -281,6 +281,8 @@ class Pipeline:
             elif tp.topic == topics.events_keyed:
                 self.zone_state.forget(tp.partition)
                 self._zone_started.pop(tp.partition, None)
+                for heard in [k for k in self._heard if k[0] == tp.partition]:
+                    del self._heard[heard]  # every source gets its grace again
 
     async def _say_ready(self, app: faust.App, *args: object, **kwargs: object) -> None:
         """One line on stdout once the worker has its partitions: what it consumes, the
