@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import gc
@@ -355,8 +356,6 @@ class IngestProcess(Service):
 
     @staticmethod
     async def _join(process: Any, timeout: float) -> None:
-        import asyncio
-
         deadline = time.monotonic() + timeout
         while process.is_alive() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -364,8 +363,6 @@ class IngestProcess(Service):
     @Service.task
     async def _watch(self) -> None:
         """Exit the worker (status 75) if the ingest process dies on its own."""
-        import asyncio
-
         while not self.should_stop:
             await asyncio.sleep(1.0)
             process = self.process
