@@ -126,11 +126,15 @@ def in_lonlat(frame: gpd.GeoDataFrame, path: Path, crs: str | None) -> gpd.GeoDa
 class ZoneIndex:
     """Several zone layers at once; a point gets one zone (or none) in every layer.
 
-    Lookups are vectorised: one STRtree query per layer per batch.
+    Lookups are vectorised: one STRtree query per layer per batch, for the places not
+    looked up before. Sensors report from the same places again and again, so the zones
+    of up to ``remember`` places are kept (forgotten all at once when full).
     """
 
-    def __init__(self, layers: Sequence[ZoneLayer]) -> None:
+    def __init__(self, layers: Sequence[ZoneLayer], *, remember: int = 200_000) -> None:
         self.layers: dict[str, ZoneLayer] = {layer.name: layer for layer in layers}
+        self.remember = remember
+        self._known: dict[tuple[float, float], tuple[int, ...]] = {}
 
     def lookup(self, lons: NDArray[np.float64],
                lats: NDArray[np.float64]) -> dict[str, NDArray[np.int64]]:
@@ -139,6 +143,28 @@ class ZoneIndex:
         NaN coordinates (events without a location) get -1. A point on a shared border
         gets the zone with the lowest index.
         """
+        if not self.layers or not self.remember or not len(lons):
+            return self._query(lons, lats)
+        known = self._known
+        places = list(zip(lons.tolist(), lats.tolist(), strict=True))
+        found = [known.get(place) for place in places]
+        missing = [i for i, zones in enumerate(found) if zones is None]
+        if missing:
+            rows = np.array(missing, dtype=np.intp)
+            queried = self._query(lons[rows], lats[rows])
+            if len(known) + len(missing) > self.remember:
+                known.clear()
+            for i, zones in zip(missing, zip(*(z.tolist() for z in queried.values()),
+                                             strict=True), strict=True):
+                found[i] = zones
+                lon, lat = places[i]
+                if lon == lon and lat == lat:  # a NaN place is never found again: not kept
+                    known[places[i]] = zones
+        table = np.array(found, dtype=np.int64).reshape(len(places), len(self.layers))
+        return {name: table[:, k].copy() for k, name in enumerate(self.layers)}
+
+    def _query(self, lons: NDArray[np.float64],
+               lats: NDArray[np.float64]) -> dict[str, NDArray[np.int64]]:
         points = shapely.points(lons, lats)
         result: dict[str, NDArray[np.int64]] = {}
         for name, layer in self.layers.items():

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import operator
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from string import Formatter
@@ -133,7 +133,7 @@ class RuleEngine:
                  sites: dict[str, SiteLayer] | None = None,
                  state: StateStore | None = None,
                  forecasts: ForecastBook | None = None, *, part: str = "all",
-                 partitions: int = 1) -> None:
+                 partitions: int = 1, repeated_ids: Collection[str] | None = None) -> None:
         self.ruleset = ruleset
         self.forecasts = forecasts if forecasts is not None else ForecastBook()
         self.zones = zones
@@ -161,6 +161,9 @@ class RuleEngine:
         self._tests: dict[tuple[int, bool], Callable[[EventFrame], Mask]] = {}
         self._derived: dict[Any, _Derived] = {}  # per state scope (worker partition)
         self.seen_horizon = seen_horizon(self.stateful)
+        # the only ids that can arrive more than once, when the caller knows its whole
+        # input (a backtest); None: any id can (a worker)
+        self.repeated_ids = repeated_ids
         self._stateful_domains = sorted({d for r in self.stateful for d in _domains(r)})
         self._position = 0
         self.late_counts: Counter[str] = Counter()
@@ -198,12 +201,14 @@ class RuleEngine:
 
     @classmethod
     def from_ruleset(cls, ruleset: RuleSet, state: StateStore | None = None,
-                     forecasts: ForecastBook | None = None) -> RuleEngine:
+                     forecasts: ForecastBook | None = None, *,
+                     repeated_ids: Collection[str] | None = None) -> RuleEngine:
         """An engine with the rule set's zone and site layers loaded from their files."""
         sites = {s.layer: SiteLayer.from_file(s.layer, s.path, name_field=s.name_field,
                                                crs=s.crs)
                  for s in ruleset.sites}
-        return cls(ruleset, build_zone_index(ruleset), sites, state, forecasts)
+        return cls(ruleset, build_zone_index(ruleset), sites, state, forecasts,
+                   repeated_ids=repeated_ids)
 
     def evaluate(self, events: Sequence[Envelope]) -> list[Alert]:
         """Alerts for one batch (state, if any, kept in the engine's own store)."""
@@ -384,7 +389,14 @@ class RuleEngine:
         newest = clock if clock is not None else -np.inf
         buckets = self._seen_buckets(state)
         ids = frame.ids
+        repeated = self.repeated_ids
         for i in np.flatnonzero(relevant).tolist():
+            if repeated is not None and ids[i] not in repeated:
+                # an id that arrives only once is unseen on its one arrival: nothing
+                # to remember (same outcome as the bookkeeping, without its cost)
+                if times[i] > newest:
+                    newest = times[i]
+                continue
             key = f"{_SEEN}{ids[i]}"
             is_new, seen = state.load(key)
             if not is_new or seen is not None:
@@ -450,7 +462,8 @@ class RuleEngine:
                     cond.zone_layer, frame.zones[cond.zone_layer], self._shard)
             return run_window(cond, ctx, self._rows(eligible, cond.where, frame), names, ids)
         if isinstance(cond, RateOfChange):
-            return run_rate_of_change(cond, ctx, self._rows(eligible, cond.where, frame))
+            return run_rate_of_change(cond, ctx, self._rows(eligible, cond.where, frame),
+                                      misses=self._gates[rule.id].until_clear)
         if isinstance(cond, Persistence):
             return run_persistence(ctx, self._rows(eligible, None, frame),
                                    self._condition(cond.condition, frame),

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -112,10 +112,19 @@ def _aggregate(name: str, acc: list[Any]) -> float:
     return float(np.percentile(values, 95))
 
 
-def group_rows(rows: Iterable[int], keys: Callable[[int], str | None],
+def group_rows(rows: Iterable[int], keys: Callable[[int], str | None] | Sequence[str],
                ) -> dict[str, list[int]]:
-    """Rows by group key, each group in arrival order; rows without a key are left out."""
+    """Rows by group key (a function of the row, or each row's key), each group in
+    arrival order; rows without a key are left out."""
     groups: dict[str, list[int]] = {}
+    if not callable(keys):  # every row has its key: no call per row
+        for i in rows:
+            found = groups.get(keys[i])
+            if found is None:
+                groups[keys[i]] = [i]
+            else:
+                found.append(i)
+        return groups
     for i in rows:
         key = keys(i)
         if key is not None:
@@ -155,7 +164,7 @@ class Context:
                ) -> Iterator[tuple[str, list[int], str, Any]]:
         """``(group, its rows, state key, state)`` for each group of ``rows`` (by entity
         unless ``key_of`` says otherwise) that this frame has not already applied."""
-        for group, idx in group_rows(rows, key_of or self.entity).items():
+        for group, idx in group_rows(rows, key_of or self.frame.entity_ids).items():
             key = f"{self.prefix}{group}"
             fresh, st = self.state.load(key)
             if fresh:
@@ -258,28 +267,37 @@ def close_windows(cond: Window, st: dict[str, Any], group: str,
     return out
 
 
-def run_rate_of_change(cond: RateOfChange, ctx: Context, rows: list[int]) -> list[Outcome]:
-    """Change per ``per`` seconds between an entity's consecutive events."""
+def run_rate_of_change(cond: RateOfChange, ctx: Context, rows: list[int], *,
+                       misses: bool = True) -> list[Outcome]:
+    """Change per ``per`` seconds between an entity's consecutive events; ``misses``:
+    whether outcomes where the change does not meet the condition are wanted (only a
+    gate with ``until_clear`` reads them)."""
     frame = ctx.frame
-    times, values = frame.time_list, frame.column_list(cond.attribute)
+    times, values, ids = frame.time_list, frame.column_list(cond.attribute), frame.ids
+    compare, limit, per = COMPARE[cond.op], cond.value, cond.per
     outcomes: list[Outcome] = []
     for entity, idx, key, st in ctx.groups(rows):
+        last_t, last_v, last_id = (st["t"], st["v"], st["id"]) if st is not None \
+            else (None, math.nan, "")
         for i in idx:
             t, v = times[i], values[i]
-            if math.isnan(v):
+            if v != v:  # NaN: no value
                 continue
-            if st is not None and t < st["t"]:
+            if last_t is not None and t < last_t:
                 ctx.mark_late(i, f"event time {iso(t)} is before the entity's previous "
-                                 f"event at {iso(st['t'])}")
+                                 f"event at {iso(last_t)}")
                 continue
-            if st is not None and t > st["t"]:
-                rate = (v - st["v"]) / (t - st["t"]) * cond.per
-                outcomes.append(Outcome(
-                    time=t, hit=COMPARE[cond.op](rate, cond.value), group=entity, index=i,
-                    values={"rate": round(rate, 3), "previous": st["v"]},
-                    source_ids=[st["id"], frame.ids[i]]))
-            st = {"t": t, "v": v, "id": frame.ids[i]}
-        ctx.state.save(key, st)
+            if last_t is not None and t > last_t:
+                rate = (v - last_v) / (t - last_t) * per
+                hit = compare(rate, limit)
+                if hit or misses:
+                    outcomes.append(Outcome(
+                        time=t, hit=hit, group=entity, index=i,
+                        values={"rate": round(rate, 3), "previous": last_v},
+                        source_ids=[last_id, ids[i]]))
+            last_t, last_v, last_id = t, v, ids[i]
+        ctx.state.save(key, None if last_t is None else {"t": last_t, "v": last_v,
+                                                          "id": last_id})
     return outcomes
 
 

@@ -97,6 +97,41 @@ class ColumnFrame(msgspec.Struct, frozen=True, gc=False, array_like=True):
         return [self.envelope(i) for i in range(self.size)]
 
 
+def select_rows(frame: ColumnFrame, rows: Sequence[int] | NDArray[np.intp]) -> ColumnFrame:
+    """The ``rows`` of ``frame``, in the order given (a column no chosen row has a value
+    in may stay, empty: NaN or ``None`` throughout).
+
+    Example:
+        >>> from datetime import datetime, timezone
+        >>> from citywatch.streams.envelope import make_envelope
+        >>> evs = [make_envelope(source="s", source_record_id=str(i), domain="traffic",
+        ...     kind="traffic.volume", time=datetime(2024, 1, 1, tzinfo=timezone.utc),
+        ...     entity_id=f"atr-{i}", attributes={"volume": i}) for i in range(3)]
+        >>> part = select_rows(decode_frame(encode_batch(evs)), [2, 0])
+        >>> part.entity_ids, part.number("volume").tolist()
+        (['atr-2', 'atr-0'], [2.0, 0.0])
+    """
+    index = np.asarray(rows, dtype=np.intp)
+    listed = index.tolist()
+
+    def pick(raw: bytes, dtype: Any) -> bytes:
+        return np.frombuffer(raw, dtype=dtype)[index].tobytes()
+
+    def pick_list(values: list[Any]) -> list[Any]:
+        return [values[i] for i in listed] if values else []
+
+    return ColumnFrame(
+        ids=pick_list(frame.ids), entity_ids=pick_list(frame.entity_ids),
+        domains=pick(frame.domains, np.uint8), kind_names=frame.kind_names,
+        kinds=pick(frame.kinds, np.uint16), times=pick(frame.times, np.float64),
+        lons=pick(frame.lons, np.float64), lats=pick(frame.lats, np.float64),
+        numbers={k: pick(v, np.float64) for k, v in frame.numbers.items()},
+        texts={k: pick_list(v) for k, v in frame.texts.items()},
+        envelopes=pick_list(frame.envelopes), origins=pick_list(frame.origins),
+        offsets=pick_list(frame.offsets), record_origins=pick_list(frame.record_origins),
+        source_partition=frame.source_partition, watermark=frame.watermark)
+
+
 def take_rows(frame: ColumnFrame, rows: Sequence[int], *, origin: str, offset: int,
               source_partition: int, watermark: float) -> ColumnFrame:
     """The ``rows`` of ``frame`` (in order) as a keyed frame routed from
@@ -114,24 +149,62 @@ def take_rows(frame: ColumnFrame, rows: Sequence[int], *, origin: str, offset: i
         >>> part.entity_ids, part.number("volume").tolist(), part.offsets
         (['atr-0', 'atr-2'], [0.0, 2.0], [7, 7])
     """
-    index = np.asarray(rows, dtype=np.intp)
+    return msgspec.structs.replace(
+        select_rows(frame, rows), origins=[origin] * len(rows), offsets=[offset] * len(rows),
+        source_partition=source_partition, watermark=watermark)
 
-    def pick(raw: bytes, dtype: Any) -> bytes:
-        return np.frombuffer(raw, dtype=dtype)[index].tobytes()
 
-    def pick_list(values: list[Any]) -> list[Any]:
-        return [values[i] for i in rows] if values else []
+def join_frames(frames: Sequence[ColumnFrame]) -> ColumnFrame:
+    """One frame of the rows of ``frames``, in order (kind codes renumbered; a column
+    some frames lack is NaN or ``None`` in their rows).
+
+    Example:
+        >>> from datetime import datetime, timezone
+        >>> from citywatch.streams.envelope import make_envelope
+        >>> def ev(i, kind, attributes):
+        ...     return make_envelope(source="s", source_record_id=str(i), domain="traffic",
+        ...         kind=kind, time=datetime(2024, 1, 1, tzinfo=timezone.utc),
+        ...         entity_id=f"e{i}", attributes=attributes)
+        >>> both = join_frames([build_frame([ev(1, "a", {"v": 1})]),
+        ...                     build_frame([ev(2, "b", {"lane": "west"})])])
+        >>> both.kind_names, both.number("v").tolist(), both.texts["lane"]
+        (['a', 'b'], [1.0, nan], [None, 'west'])
+    """
+    sizes = [f.size for f in frames]
+    total = sum(sizes)
+    starts = np.cumsum([0, *sizes]).tolist()
+    kind_names = list(dict.fromkeys(k for f in frames for k in f.kind_names))
+    code = {name: i for i, name in enumerate(kind_names)}
+    numbers: dict[str, NDArray[np.float64]] = {}
+    texts: dict[str, list[str | None]] = {}
+    kinds = np.empty(total, dtype=np.uint16)
+    for f, start, stop in zip(frames, starts, starts[1:], strict=False):
+        renumber = np.array([code[k] for k in f.kind_names] or [0], dtype=np.uint16)
+        kinds[start:stop] = renumber[np.frombuffer(f.kinds, dtype=np.uint16)]
+        for key, raw in f.numbers.items():
+            if key not in numbers:
+                numbers[key] = np.full(total, math.nan)
+            numbers[key][start:stop] = np.frombuffer(raw, dtype=np.float64)
+        for key, values in f.texts.items():
+            if key not in texts:
+                texts[key] = [None] * total
+            texts[key][start:stop] = values
+
+    def joined(name: str) -> list[Any]:
+        return [v for f in frames for v in getattr(f, name)]
+
+    def raw(name: str) -> bytes:
+        return b"".join(getattr(f, name) for f in frames)
 
     return ColumnFrame(
-        ids=pick_list(frame.ids), entity_ids=pick_list(frame.entity_ids),
-        domains=pick(frame.domains, np.uint8), kind_names=frame.kind_names,
-        kinds=pick(frame.kinds, np.uint16), times=pick(frame.times, np.float64),
-        lons=pick(frame.lons, np.float64), lats=pick(frame.lats, np.float64),
-        numbers={k: pick(v, np.float64) for k, v in frame.numbers.items()},
-        texts={k: pick_list(v) for k, v in frame.texts.items()},
-        envelopes=pick_list(frame.envelopes), origins=[origin] * len(rows),
-        offsets=[offset] * len(rows), record_origins=pick_list(frame.record_origins),
-        source_partition=source_partition, watermark=watermark)
+        ids=joined("ids"), entity_ids=joined("entity_ids"), domains=raw("domains"),
+        kind_names=kind_names, kinds=kinds.tobytes(), times=raw("times"),
+        lons=raw("lons"), lats=raw("lats"),
+        numbers={k: v.tobytes() for k, v in numbers.items()}, texts=texts,
+        envelopes=joined("envelopes"),
+        origins=joined("origins") if all(f.origins for f in frames) else [],
+        offsets=joined("offsets") if all(f.offsets for f in frames) else [],
+        record_origins=joined("record_origins"))
 
 
 def encode_frame(frame: ColumnFrame) -> bytes:
