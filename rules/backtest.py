@@ -36,17 +36,17 @@ from datetime import datetime, timedelta
 from itertools import chain
 from typing import Any
 
-import msgspec
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
 from citywatch.forecasts.grid import ForecastBook
-from citywatch.rules.engine import RuleEngine
+from citywatch.geo.zones import ZoneIndex
+from citywatch.rules.engine import RuleEngine, build_zone_index
 from citywatch.rules.labels import Label, score
 from citywatch.rules.model import RuleSet
 from citywatch.streams.alert import Alert
-from citywatch.streams.batch import ColumnFrame, build_frame, join_frames, select_rows
+from citywatch.streams.batch import ColumnFrame, build_frame, epoch_seconds
 from citywatch.streams.envelope import Envelope
 
 FRAME = 5000
@@ -60,32 +60,12 @@ Frames = list[tuple[ColumnFrame, Sequence[Envelope]]]
 
 def frames_of(events: Sequence[Envelope], frame: int = FRAME) -> Frames:
     """``events`` in event-time order (then by id), cut into frames as a worker takes
-    them (built once, evaluated by as many rule sets as wanted).
-
-    The columns are built in the order the events came, then put in time order:
-    reading a million envelope objects in time order (scattered in memory) cost more
-    than reading them as they lie and moving their columns. A frame carries only the
-    attribute columns of the input parts its rows come from."""
-    if not events:
-        return []
-    parts = [build_frame(chunk, raws=[]) for chunk in (
-        events[start:start + frame] for start in range(0, len(events), frame))]
-    table = join_frames(parts)
-    part_of = np.repeat(np.arange(len(parts)), [p.size for p in parts])
-    has = {key: np.array([key in p.numbers for p in parts]) for key in table.numbers}
-    has_text = {key: np.array([key in p.texts for p in parts]) for key in table.texts}
-    order = time_order(np.frombuffer(table.times, dtype=np.float64), table.ids)
-    frames: Frames = []
-    for start in range(0, len(order), frame):
-        rows = order[start:start + frame]
-        here = np.zeros(len(parts), dtype=bool)
-        here[part_of[rows]] = True
-        view = msgspec.structs.replace(
-            table, numbers={k: v for k, v in table.numbers.items() if has[k][here].any()},
-            texts={k: v for k, v in table.texts.items() if has_text[k][here].any()})
-        columns = msgspec.structs.replace(select_rows(view, rows), envelopes=[b""] * len(rows))
-        frames.append((columns, [events[i] for i in rows]))
-    return frames
+    them (built once, evaluated by as many rule sets as wanted)."""
+    times = epoch_seconds([e.time for e in events])
+    ordered = [events[i] for i in time_order(times, [e.id for e in events])]
+    return [(build_frame(chunk, raws=[b""] * len(chunk)), chunk)
+            for chunk in (ordered[start:start + frame]
+                          for start in range(0, len(ordered), frame))]
 
 
 def time_order(times: NDArray[np.float64], ids: Sequence[str]) -> list[int]:
@@ -111,25 +91,28 @@ def time_order(times: NDArray[np.float64], ids: Sequence[str]) -> list[int]:
 def run_rules(ruleset: RuleSet, events: Sequence[Envelope] | Frames, *,
               forecasts: ForecastBook | None = None,
               late: list[tuple[Envelope, str, str]] | None = None,
-              repeated: Collection[str] | None = None) -> list[Alert]:
+              repeated: Collection[str] | None = None,
+              zones: ZoneIndex | None = None) -> list[Alert]:
     """Every alert ``ruleset`` raises over ``events`` (or their :func:`frames_of`),
     windows still open at the end closed; events too late for a rule are added to
     ``late`` as (event, rule id, reason). ``repeated``: the ids that occur more than
-    once in ``events`` (:func:`repeated_ids`, computed when not given)."""
+    once in ``events`` (:func:`repeated_ids`, computed when not given); ``zones``: the
+    rule set's zone layers, when already loaded."""
     with collector_paused():
         return _run_rules(ruleset, events, forecasts=forecasts, late=late,
-                          repeated=repeated)
+                          repeated=repeated, zones=zones)
 
 
 def _run_rules(ruleset: RuleSet, events: Sequence[Envelope] | Frames, *,
                forecasts: ForecastBook | None,
                late: list[tuple[Envelope, str, str]] | None,
-               repeated: Collection[str] | None) -> list[Alert]:
+               repeated: Collection[str] | None, zones: ZoneIndex | None) -> list[Alert]:
     frames = events if events and isinstance(events[0], tuple) else frames_of(
         events)  # type: ignore[arg-type]
     engine = RuleEngine.from_ruleset(
         ruleset, forecasts=forecasts,
-        repeated_ids=repeated if repeated is not None else repeated_ids(frames))  # type: ignore[arg-type]
+        repeated_ids=repeated if repeated is not None else repeated_ids(frames),  # type: ignore[arg-type]
+        zones=zones)
     alerts: list[Alert] = []
     for columns, chunk in frames:  # type: ignore[misc]
         result = engine.process(columns, envelopes=chunk)
@@ -253,11 +236,15 @@ def _backtest(baseline: RuleSet, candidate: RuleSet, events: Sequence[Envelope],
     # evaluated once (each rule's state is its own; alert ids carry the rule version)
     shared = shared_rules(baseline, candidate)
     repeated = repeated_ids(frames)
-    before_raw = run_rules(baseline, frames, forecasts=forecasts, repeated=repeated)
+    zones = build_zone_index(baseline)
+    before_raw = run_rules(baseline, frames, forecasts=forecasts, repeated=repeated,
+                           zones=zones)
     after_raw = [a for a in before_raw if a.rule_id in shared] + run_rules(
         candidate.model_copy(update={"rules": [r for r in candidate.rules
                                                if r.id not in shared]}),
-        frames, forecasts=forecasts, repeated=repeated)
+        frames, forecasts=forecasts, repeated=repeated,
+        # the same zone files: their lookups are shared (remembered per place)
+        zones=zones if candidate.zones == baseline.zones else None)
     # an alert raised twice (the same source record read twice) is stored once
     before_alerts = list({a.id: a for a in before_raw}.values())
     after_alerts = list({a.id: a for a in after_raw}.values())

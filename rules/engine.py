@@ -202,13 +202,15 @@ class RuleEngine:
     @classmethod
     def from_ruleset(cls, ruleset: RuleSet, state: StateStore | None = None,
                      forecasts: ForecastBook | None = None, *,
-                     repeated_ids: Collection[str] | None = None) -> RuleEngine:
-        """An engine with the rule set's zone and site layers loaded from their files."""
+                     repeated_ids: Collection[str] | None = None,
+                     zones: ZoneIndex | None = None) -> RuleEngine:
+        """An engine with the rule set's zone and site layers loaded from their files
+        (``zones``: its zone layers, already loaded)."""
         sites = {s.layer: SiteLayer.from_file(s.layer, s.path, name_field=s.name_field,
                                                crs=s.crs)
                  for s in ruleset.sites}
-        return cls(ruleset, build_zone_index(ruleset), sites, state, forecasts,
-                   repeated_ids=repeated_ids)
+        return cls(ruleset, zones if zones is not None else build_zone_index(ruleset), sites,
+                   state, forecasts, repeated_ids=repeated_ids)
 
     def evaluate(self, events: Sequence[Envelope]) -> list[Alert]:
         """Alerts for one batch (state, if any, kept in the engine's own store)."""

@@ -245,3 +245,31 @@ def test_html_report_renders_both_plots_in_headless_chromium(tmp_path: Path) -> 
             browser.close()
     assert [url for url in requested if not url.startswith("file:")] == []
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_remembering_only_repeated_ids_raises_the_same_alerts() -> None:
+    """A backtest knows its whole input, so its engine remembers only the ids that occur
+    more than once: the alerts equal those of an engine that remembers every id (as a
+    worker does), on the demo feeds read twice over (every id repeated) and once."""
+    from citywatch.connectors.file import FileSource, load_feed
+    from citywatch.rules.backtest import frames_of, repeated_ids, run_rules
+    from citywatch.rules.engine import RuleEngine
+    from citywatch.rules.loader import load_ruleset
+    from citywatch.streams.envelope import Envelope
+
+    once = [e for feed in demo_feeds() for e in FileSource(load_feed(feed)).run()
+            if isinstance(e, Envelope)]
+    ruleset = load_ruleset(DEMO_DIR / "rules.yaml")
+    for events in (once, once + once[::3]):
+        frames = frames_of(events)
+        assert repeated_ids(frames)  # the I-94 file repeats rows; the second, a third
+        engine = RuleEngine.from_ruleset(ruleset)
+        assert engine.repeated_ids is None
+        every_id = []
+        for columns, chunk in frames:
+            result = engine.process(columns, envelopes=chunk)
+            result.commit_state()
+            every_id += [a.id for a in result.alerts]
+        every_id += [a.id for a in engine.flush()]
+        assert sorted(a.id for a in run_rules(ruleset, events)) == sorted(every_id)
+        assert len(every_id) > 100

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from citywatch.connectors.mapping import FeedMapping
-from citywatch.streams.batch import decode_batch, encode_batch
+from citywatch.streams.batch import decode_batch, encode_batch, epoch_seconds
 from citywatch.streams.envelope import (
     DOMAINS,
     EnvelopeError,
@@ -107,3 +107,12 @@ def test_a_lone_surrogate_in_an_identifying_field_is_refused_by_name() -> None:
         make_envelope(source="usgs", source_record_id="q1", domain="disaster",
                       kind="earthquake.reported", time=datetime(2024, 1, 1, tzinfo=UTC),
                       entity_id="q\udc801")
+
+
+@given(st.lists(st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2600, 1, 1),
+                             timezones=st.just(UTC)), max_size=50))
+def test_epoch_seconds_equal_timestamp(times: list[datetime]) -> None:
+    """The frames' time column (MessagePack timestamps read by numpy) equals each
+    time's own ``timestamp()``, whatever mix of whole and fractional seconds, and
+    before 1970, after 2106 (8-byte whole seconds) and after 2255 (the slow path)."""
+    assert epoch_seconds(times).tolist() == [t.timestamp() for t in times]

@@ -19,7 +19,14 @@ def test_epa_sites_in_nyc_boroughs_match_shapely(shared_data) -> None:
     layer = ZoneLayer.from_file("nyc", boroughs)
     lons = np.array([p[0] for p in sites.values()])
     lats = np.array([p[1] for p in sites.values()])
-    found = ZoneIndex([layer]).lookup(lons, lats)["nyc"]
+    index = ZoneIndex([layer])
+    found = index.lookup(lons, lats)["nyc"]
+    # looked up again, with new places among them: remembered places answer the same
+    again = index.lookup(np.concatenate([lons[::-1], [-73.95, np.nan]]),
+                         np.concatenate([lats[::-1], [40.65, np.nan]]))["nyc"]
+    assert again[:-2].tolist() == found[::-1].tolist()
+    assert layer.zone_names[again[-2]] == "Brooklyn" and again[-1] == -1
+    assert ZoneIndex([layer], remember=0).lookup(lons, lats)["nyc"].tolist() == found.tolist()
 
     import json
     features = json.loads(boroughs.read_text())["features"]
