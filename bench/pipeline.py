@@ -16,7 +16,7 @@ over N distinct entities and adds a per-entity persistence rule, so every entity
 state (the memory figure). Prints one JSON object with every rate and the ratios.
 
 Usage: python bench/pipeline.py [--events 300000] [--batch 2000] [--alerting typical]
-           [--quix-python /work/quixvenv/bin/python] [--scaling] [--entities 100000]
+           [--quix-python /work/quixvenv/bin/python] [--scaling] [--entities 100000] [--live]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -116,11 +117,21 @@ def rss_mb(pid: int) -> float:
     return round(total / 1024, 1)
 
 
+def ingest_pids(worker: int) -> list[int]:
+    """The ingest process a worker started (a multiprocessing child)."""
+    children = Path(f"/proc/{worker}/task/{worker}/children").read_text().split()
+    return [int(c) for c in children
+            if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
 def bench_pipeline(bootstrap: str, payloads: list[bytes], workdir: Path, batch: int,
                    ruleset: RuleSet, *, workers: int = 1, partitions: int = 1,
-                   tag: str = "cw") -> dict[str, float]:
-    """Start the workers, let every stage join (one warm-up event), then produce all
-    events at once and time until every stage has drained."""
+                   tag: str = "cw", live: bool = False) -> dict[str, float]:
+    """Start the workers and let every stage join (one warm-up event); then time, until
+    every stage has drained, the events of a topic filled beforehand (the ingest
+    processes are paused with SIGSTOP while it is filled: measured as the Faust and Quix
+    apps are, on a topic already written), or with ``live`` the events produced at once
+    while the workers run (the producer shares the two cores)."""
     rules_path = workdir / "rules.yaml"
     rules_path.write_text(yaml.safe_dump(ruleset.model_dump(mode="json")))
     settings = Settings(kafka_bootstrap=bootstrap, topic_prefix=f"bench-{tag}.",
@@ -139,8 +150,18 @@ def bench_pipeline(bootstrap: str, payloads: list[bytes], workdir: Path, batch: 
         try:
             produce(bootstrap, topic, payloads[:1])
             wait_until_drained(admin, settings, alive=alive)
-            started = time.perf_counter()
-            produce(bootstrap, topic, payloads[1:])
+            paused = [] if live else [p for w in running for p in ingest_pids(w.pid)]
+            for pid in paused:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                if live:
+                    started = time.perf_counter()
+                produce(bootstrap, topic, payloads[1:])
+            finally:
+                for pid in paused:
+                    os.kill(pid, signal.SIGCONT)
+            if not live:
+                started = time.perf_counter()
             wait_until_drained(admin, settings, alive=alive, poll=0.1)
             seconds = time.perf_counter() - started
             memory = [rss_mb(w.pid) for w in running]
@@ -176,6 +197,9 @@ def main() -> None:
                                               "(bench/quix_venv.sh)")
     parser.add_argument("--scaling", action="store_true",
                         help="also 1 and 2 workers on 4 partitions")
+    parser.add_argument("--live", action="store_true",
+                        help="produce the events while the worker runs (the earlier "
+                             "measure) instead of into a topic filled beforehand")
     parser.add_argument("--entities", type=int, default=0,
                         help="spread events over this many entities, each with state")
     args = parser.parse_args()
@@ -198,13 +222,14 @@ def main() -> None:
                 out["quix_same_job"] = bench_quix(args.quix_python, "rules",
                                                   broker.bootstrap, payloads, workdir,
                                                   ruleset)
-        pipeline = bench_pipeline(broker.bootstrap, payloads, workdir, args.batch, ruleset)
+        pipeline = bench_pipeline(broker.bootstrap, payloads, workdir, args.batch, ruleset,
+                                  live=args.live)
         out["citywatch_pipeline"] = pipeline
         if args.scaling:
             for workers in (1, 2):
                 out[f"citywatch_{workers}x4"] = bench_pipeline(
                     broker.bootstrap, payloads, workdir, args.batch, ruleset,
-                    workers=workers, partitions=4, tag=f"cw{workers}x4")
+                    workers=workers, partitions=4, tag=f"cw{workers}x4", live=args.live)
     rate = pipeline["events_per_s"]
     ratios = {"citywatch/bare_faust": round(rate / out["bare_faust"]["events_per_s"], 2)}
     if "bare_quix" in out:

@@ -275,9 +275,20 @@ def decode_envelope(payload: bytes, *, locator: str | None = None) -> Envelope:
         field = path.rstrip("`").removeprefix("$.") or None
         raise EnvelopeError(message, field=field, locator=locator) from None
     except msgspec.DecodeError as exc:
-        raise EnvelopeError(f"not valid JSON: {exc}", locator=locator) from None
+        raise EnvelopeError(_undecodable(payload, exc), locator=locator) from None
     except UnicodeDecodeError as exc:
         raise EnvelopeError(f"not valid UTF-8 at byte {exc.start}",
                             locator=locator) from None
     except RecursionError:
         raise EnvelopeError("JSON nested too deeply", locator=locator) from None
+
+
+def _undecodable(payload: bytes, exc: msgspec.DecodeError) -> str:
+    """Why ``payload`` is no JSON: invalid UTF-8 at a byte (msgspec ≥ 0.23 reports it as a
+    JSON error without the position), or msgspec's own words."""
+    if "UTF-8" in str(exc):
+        try:
+            bytes(payload).decode("utf-8")
+        except UnicodeDecodeError as bad:
+            return f"not valid UTF-8 at byte {bad.start}"
+    return f"not valid JSON: {exc}"

@@ -90,26 +90,29 @@ def split_records(records: Sequence[Record], *,
     now = now or datetime.now(UTC)
     latest = now + timedelta(seconds=max_ahead)
     for rec in records:
-        locator = f"{rec.topic}/{rec.partition}@{rec.offset}"
         raw = rec.value or b""
         try:
-            envelope = decode_envelope(raw, locator=locator)
+            envelope = decode_envelope(raw)
             if envelope.time > latest:
                 raise EnvelopeError(f"{envelope.time.isoformat()} is more than "
                                     f"{max_ahead:g} s ahead of the time received "
-                                    f"({now.isoformat()})", field="time", locator=locator)
+                                    f"({now.isoformat()})", field="time")
             if envelope.time < floor:
                 raise EnvelopeError(f"{envelope.time.isoformat()} is before the floor "
-                                    f"{floor.isoformat()}", field="time", locator=locator)
+                                    f"{floor.isoformat()}", field="time")
             good.append((envelope, rec))
-        except EnvelopeError as exc:
+        except EnvelopeError as exc:  # the locator is written only for the bad records
             bad.append(DeadLetter.from_error(exc, stage="ingest", source=rec.topic,
-                                             locator=locator, raw=_text(raw)))
+                                             locator=_locator(rec), raw=_text(raw)))
         except Exception as exc:  # any bytes: a dead letter, never a crash
-            bad.append(DeadLetter(stage="ingest", source=rec.topic, locator=locator,
+            bad.append(DeadLetter(stage="ingest", source=rec.topic, locator=_locator(rec),
                                   error=f"unreadable record: {type(exc).__name__}: {exc}",
                                   raw=_text(raw)))
     return good, bad
+
+
+def _locator(rec: Record) -> str:
+    return f"{rec.topic}/{rec.partition}@{rec.offset}"
 
 
 def _text(raw: bytes, limit: int = 100_000) -> str:
@@ -121,9 +124,16 @@ def _text(raw: bytes, limit: int = 100_000) -> str:
 def frames_of(pairs: list[Pair]) -> tuple[list[bytes], list[DeadLetter]]:
     """One frame for ``pairs``; an envelope that cannot be framed (it passed validation
     but its geometry breaks the frame's location step) is dead-lettered alone."""
+    names: dict[tuple[str, int], str] = {}  # one "topic/partition" string each
+
+    def origin(rec: Record) -> str:
+        name = names.get((rec.topic, rec.partition))
+        if name is None:
+            name = names[(rec.topic, rec.partition)] = f"{rec.topic}/{rec.partition}"
+        return name
+
     def encode(chunk: list[Pair]) -> bytes:
-        return encode_batch([env for env, _ in chunk],
-                            [f"{rec.topic}/{rec.partition}" for _, rec in chunk],
+        return encode_batch([env for env, _ in chunk], [origin(rec) for _, rec in chunk],
                             [rec.offset for _, rec in chunk],
                             raws=[rec.value or b"" for _, rec in chunk])
     if not pairs:
@@ -138,7 +148,7 @@ def frames_of(pairs: list[Pair]) -> tuple[list[bytes], list[DeadLetter]]:
                 kept.append(pair)
             except Exception as exc:
                 rec = pair[1]
-                locator = f"{rec.topic}/{rec.partition}@{rec.offset}"
+                locator = _locator(rec)
                 letters.append(DeadLetter(
                     stage="ingest", source=rec.topic, locator=locator,
                     error=f"cannot frame: {type(exc).__name__}: {exc}",
