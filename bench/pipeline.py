@@ -124,9 +124,16 @@ def ingest_pids(worker: int) -> list[int]:
             if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bench_pipeline(bootstrap: str, payloads: list[bytes], workdir: Path, batch: int,
                    ruleset: RuleSet, *, workers: int = 1, partitions: int = 1,
-                   tag: str = "cw", live: bool = False) -> dict[str, float]:
+                   tag: str = "cw", live: bool = False,
+                   broker_pid: int | None = None) -> dict[str, float]:
     """Start the workers and let every stage join (one warm-up event); then time, until
     every stage has drained, the events of a topic filled beforehand (the ingest
     processes are paused with SIGSTOP while it is filled: measured as the Faust and Quix
@@ -150,7 +157,11 @@ def bench_pipeline(bootstrap: str, payloads: list[bytes], workdir: Path, batch: 
         try:
             produce(bootstrap, topic, payloads[:1])
             wait_until_drained(admin, settings, alive=alive)
-            paused = [] if live else [p for w in running for p in ingest_pids(w.pid)]
+            ingests = [p for w in running for p in ingest_pids(w.pid)]
+            paused = [] if live else ingests
+            watched = {"worker": [w.pid for w in running], "ingest": ingests,
+                       "broker": [broker_pid] if broker_pid else []}
+            cpu_before = {k: sum(map(cpu_seconds, pids)) for k, pids in watched.items()}
             for pid in paused:
                 os.kill(pid, signal.SIGSTOP)
             try:
@@ -164,6 +175,8 @@ def bench_pipeline(bootstrap: str, payloads: list[bytes], workdir: Path, batch: 
                 started = time.perf_counter()
             wait_until_drained(admin, settings, alive=alive, poll=0.1)
             seconds = time.perf_counter() - started
+            cpu = {k: sum(map(cpu_seconds, pids)) - cpu_before[k]
+                   for k, pids in watched.items()}
             memory = [rss_mb(w.pid) for w in running]
         finally:
             for worker in running:
@@ -174,7 +187,9 @@ def bench_pipeline(bootstrap: str, payloads: list[bytes], workdir: Path, batch: 
     store.close()
     return {"events": total, "seconds": round(seconds, 3),
             "events_per_s": round(total / seconds), "alerts_stored": alerts,
-            "workers": workers, "partitions": partitions, "rss_mb": memory}
+            "workers": workers, "partitions": partitions, "rss_mb": memory,
+            # CPU per event of each process kind while timed (2 cores: 2 s of CPU a second)
+            "cpu_us_per_event": {k: round(v / total * 1e6, 1) for k, v in cpu.items()}}
 
 
 def with_entities(ruleset: RuleSet, count: int) -> RuleSet:
@@ -222,14 +237,16 @@ def main() -> None:
                 out["quix_same_job"] = bench_quix(args.quix_python, "rules",
                                                   broker.bootstrap, payloads, workdir,
                                                   ruleset)
+        broker_pid = broker._process.pid if broker._process else None  # its CPU time
         pipeline = bench_pipeline(broker.bootstrap, payloads, workdir, args.batch, ruleset,
-                                  live=args.live)
+                                  live=args.live, broker_pid=broker_pid)
         out["citywatch_pipeline"] = pipeline
         if args.scaling:
             for workers in (1, 2):
                 out[f"citywatch_{workers}x4"] = bench_pipeline(
                     broker.bootstrap, payloads, workdir, args.batch, ruleset,
-                    workers=workers, partitions=4, tag=f"cw{workers}x4", live=args.live)
+                    workers=workers, partitions=4, tag=f"cw{workers}x4", live=args.live,
+                    broker_pid=broker_pid)
     rate = pipeline["events_per_s"]
     ratios = {"citywatch/bare_faust": round(rate / out["bare_faust"]["events_per_s"], 2)}
     if "bare_quix" in out:

@@ -76,3 +76,44 @@ def test_two_writers_upsert_the_same_alerts_once(store: IncidentStore) -> None:
     assert sum(inserted) == 1000
     with store.engine.connect() as conn:
         assert sum(conn.scalars(select(IncidentRow.alert_count))) == 1000
+
+
+def test_incidents_equal_a_recount_of_their_alerts_after_many_batches(
+        store: IncidentStore) -> None:
+    """Incidents are updated from the alerts each batch adds (not recounted): after
+    batches that repeat earlier alerts, mix severities and reach back in time, every
+    incident's count, time span and worst severity equal a pandas recount of the
+    alerts table."""
+    import random
+
+    import pandas as pd
+
+    from citywatch.ops.store.store import SEVERITY_RANK
+
+    chance = random.Random(7)
+    severities = list(SEVERITY_RANK)
+    pool = [make_alert(n, zone=f"zone-{n % 5}", hours=chance.randrange(0, 30),
+                       severity=chance.choice(severities)) for n in range(400)]
+    written: list = []
+    for _ in range(25):
+        batch = chance.sample(pool, 40) + chance.sample(written, min(10, len(written)))
+        store.add_alerts(batch)
+        written += batch
+    with store.engine.connect() as conn:
+        alerts = pd.DataFrame(conn.execute(select(
+            AlertRow.incident_id, AlertRow.event_time, AlertRow.severity)).all())
+        incidents = pd.DataFrame(conn.execute(select(
+            IncidentRow.id, IncidentRow.alert_count, IncidentRow.first_seen,
+            IncidentRow.last_seen, IncidentRow.severity)).all()).set_index("id")
+    assert len(alerts) == len({a.id for a in written})
+    alerts["rank"] = alerts["severity"].map(SEVERITY_RANK)
+    recount = alerts.groupby("incident_id").agg(
+        count=("rank", "size"), first=("event_time", "min"), last=("event_time", "max"),
+        worst=("rank", "max"))
+    names = {rank: name for name, rank in SEVERITY_RANK.items()}
+    assert len(recount) == len(incidents) > 5
+    for iid, row in recount.iterrows():
+        stored = incidents.loc[iid]
+        assert stored["alert_count"] == row["count"]
+        assert stored["first_seen"] == row["first"] and stored["last_seen"] == row["last"]
+        assert stored["severity"] == names[row["worst"]]
