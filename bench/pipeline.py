@@ -237,7 +237,7 @@ def main() -> None:
                 out["quix_same_job"] = bench_quix(args.quix_python, "rules",
                                                   broker.bootstrap, payloads, workdir,
                                                   ruleset)
-        broker_pid = broker._process.pid if broker._process else None  # its CPU time
+        broker_pid = broker.pid  # its CPU time is read too
         pipeline = bench_pipeline(broker.bootstrap, payloads, workdir, args.batch, ruleset,
                                   live=args.live, broker_pid=broker_pid)
         out["citywatch_pipeline"] = pipeline

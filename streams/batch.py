@@ -220,9 +220,12 @@ def epoch_seconds(times: Sequence[datetime]) -> NDArray[np.float64]:
     head = 1 if raw[0] & 0xF0 == 0x90 else 3 if raw[0] == 0xDC else 5
     body = len(raw) - head
     # whole seconds before 2106 take 6 bytes, the others 10 (the tags are checked below)
-    whole = (np.ones(n, dtype=bool) if body == 6 * n else np.zeros(n, dtype=bool)
-             if body == 10 * n else np.array([t.microsecond == 0 and t < _TIMESTAMP32_END
-                                              for t in times]))
+    try:
+        whole = (np.ones(n, dtype=bool) if body == 6 * n else np.zeros(n, dtype=bool)
+                 if body == 10 * n else np.array([t.microsecond == 0 and t < _TIMESTAMP32_END
+                                                  for t in times]))
+    except TypeError:  # a naive time among them (written as text): as Python reads it
+        return np.array([t.timestamp() for t in times], dtype=np.float64)
     sizes = np.where(whole, 6, 10)
     starts = head + np.concatenate(([0], np.cumsum(sizes[:-1])))
     if (body != int(sizes.sum()) or not np.array_equal(

@@ -116,3 +116,5 @@ def test_epoch_seconds_equal_timestamp(times: list[datetime]) -> None:
     time's own ``timestamp()``, whatever mix of whole and fractional seconds, and
     before 1970, after 2106 (8-byte whole seconds) and after 2255 (the slow path)."""
     assert epoch_seconds(times).tolist() == [t.timestamp() for t in times]
+    naive = [t.replace(tzinfo=None) for t in times]  # not an envelope's, but not an error
+    assert epoch_seconds(times + naive).tolist() == [t.timestamp() for t in times + naive]
