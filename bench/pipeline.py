@@ -117,11 +117,11 @@ def rss_mb(pid: int) -> float:
     return round(total / 1024, 1)
 
 
-def ingest_pids(worker: int) -> list[int]:
-    """The ingest process a worker started (a multiprocessing child)."""
+def stage_pids(worker: int, stage: str) -> list[int]:
+    """The process a worker started for ``stage`` (ingest, store): named ``cw-<stage>``."""
     children = Path(f"/proc/{worker}/task/{worker}/children").read_text().split()
     return [int(c) for c in children
-            if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+            if Path(f"/proc/{c}/comm").read_text().strip() == f"cw-{stage}"]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -157,9 +157,10 @@ def bench_pipeline(bootstrap: str, payloads: list[bytes], workdir: Path, batch: 
         try:
             produce(bootstrap, topic, payloads[:1])
             wait_until_drained(admin, settings, alive=alive)
-            ingests = [p for w in running for p in ingest_pids(w.pid)]
+            ingests = [p for w in running for p in stage_pids(w.pid, "ingest")]
             paused = [] if live else ingests
             watched = {"worker": [w.pid for w in running], "ingest": ingests,
+                       "store": [p for w in running for p in stage_pids(w.pid, "store")],
                        "broker": [broker_pid] if broker_pid else []}
             cpu_before = {k: sum(map(cpu_seconds, pids)) for k, pids in watched.items()}
             for pid in paused:

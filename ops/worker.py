@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -34,7 +35,8 @@ from citywatch.rules.loader import load_ruleset
 from citywatch.rules.model import RuleSet
 from citywatch.streams.alert import Alert
 from citywatch.streams.rule_state import ChangelogState
-from citywatch.streams.worker import Pipeline, SinkUnavailable
+from citywatch.streams.store_stage import SinkUnavailable
+from citywatch.streams.worker import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +155,7 @@ class RegistryModelSource:
 class StoreSink:
     """The incident store as the worker's alert sink: outages (connection refused or
     lost, a locked SQLite file, a pool timeout) become
-    :class:`~citywatch.streams.worker.SinkUnavailable`, retried by the worker; anything
+    :class:`~citywatch.streams.store_stage.SinkUnavailable`, retried by the worker; anything
     else is a refusal of the batch.
 
     Example:
@@ -178,7 +180,7 @@ class StoreSink:
 @contextlib.contextmanager
 def outage_is_unavailable() -> Iterator[None]:
     """Store outages (connection refused or lost, a locked SQLite file, a pool timeout)
-    raised inside become :class:`~citywatch.streams.worker.SinkUnavailable`."""
+    raised inside become :class:`~citywatch.streams.store_stage.SinkUnavailable`."""
     try:
         yield
     except OUTAGE_ERRORS as exc:
@@ -186,6 +188,14 @@ def outage_is_unavailable() -> Iterator[None]:
         if reason is None:
             raise
         raise SinkUnavailable(reason) from exc
+
+
+def open_sink(settings: Settings) -> StoreSink:
+    """The alert sink of a worker's store process: the incident store at
+    ``settings.database_url``, with its delivery outbox (built in that process: the
+    pipeline is given this function, which pickles, not an engine, which does not)."""
+    store = IncidentStore(settings.database_url, correlation_window=timedelta(hours=24))
+    return StoreSink(store, Outbox(store))
 
 
 def build_pipeline(settings: Settings, bootstrap: str | None = None) -> Pipeline:
@@ -199,7 +209,6 @@ def build_pipeline(settings: Settings, bootstrap: str | None = None) -> Pipeline
     rules = StoreRuleSource(RuleSetBook(store), settings.rules_path, forecasts,
                             cache_dir=settings.data_dir / "rulesets")
     models = RegistryModelSource(ModelRegistry(store), forecasts)
-    outbox = Outbox(store)
     return Pipeline(settings, bootstrap, rules=rules, models=models,
-                    alerts=StoreSink(store, outbox), deliveries=outbox,
+                    alerts=functools.partial(open_sink, settings), deliveries=Outbox(store),
                     ready_note=f"; store {shown_url(settings.database_url)}")

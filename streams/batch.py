@@ -159,7 +159,10 @@ def build_frame(events: Sequence[Envelope], raws: Sequence[bytes] | None = None,
         kinds[i] = kind_index.setdefault(e.kind, len(kind_index))
         geometry = e.geometry
         if geometry is not None:
-            if geometry.get("type") == "Point":
+            if type(geometry) is not dict:  # ingest's decoded Point (PointGeometry)
+                coords = geometry.coordinates
+                lons[i], lats[i] = coords[0], coords[1]
+            elif geometry.get("type") == "Point":
                 coords = geometry["coordinates"]
                 lons[i], lats[i] = coords[0], coords[1]
             else:

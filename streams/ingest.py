@@ -1,7 +1,7 @@
 """Ingest: validate raw one-per-message envelopes and frame them into micro-batches.
 
 Faust costs ~110 µs per Kafka message, so this stage is not a Faust agent: it runs in
-**its own process** (:class:`IngestProcess`, started by the worker), a synchronous
+**its own process** (:func:`ingest_process`, started by the worker), a synchronous
 librdkafka (confluent-kafka) loop that reads the public ``raw.*`` topics in batches,
 validates each record, dead-letters the bad ones with their locator
 (``topic/partition@offset``), and writes valid envelopes to the internal ``events``
@@ -21,31 +21,27 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import ctypes
-import gc
 import logging
-import multiprocessing
-import os
-import queue
-import signal
-import threading
+import sys
 import time
 import zlib
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple, Protocol
+from typing import Annotated, Any, NamedTuple, Protocol
 
+import msgspec
+import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from mode import Service
+from msgspec import Meta
 
-from citywatch.streams.batch import encode_batch
+from citywatch.streams.batch import encode_batch, epoch_seconds
 from citywatch.streams.deadletter import DeadLetter, encode_deadletter
 from citywatch.streams.envelope import Envelope, EnvelopeError, decode_envelope
 from citywatch.streams.metrics import WorkerMetrics
 from citywatch.streams.settings import StreamSettings
+from citywatch.streams.stage_process import StageProcess, stage_setup
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +72,18 @@ class RawRecord(NamedTuple):
 Pair = tuple[Envelope, Record]
 
 
+def _time_problem(envelope: Envelope, now: datetime, max_ahead: float,
+                  floor: datetime) -> EnvelopeError | None:
+    """Why ``envelope``'s time is refused (too far ahead of ``now``, before ``floor``)."""
+    if envelope.time > now + timedelta(seconds=max_ahead):
+        return EnvelopeError(f"{envelope.time.isoformat()} is more than {max_ahead:g} s "
+                             f"ahead of the time received ({now.isoformat()})", field="time")
+    if envelope.time < floor:
+        return EnvelopeError(f"{envelope.time.isoformat()} is before the floor "
+                             f"{floor.isoformat()}", field="time")
+    return None
+
+
 def split_records(records: Sequence[Record], *,
                   max_ahead: float = 86400.0,
                   floor: datetime = datetime(1970, 1, 1, tzinfo=UTC),
@@ -88,18 +96,13 @@ def split_records(records: Sequence[Record], *,
     good: list[Pair] = []
     bad: list[DeadLetter] = []
     now = now or datetime.now(UTC)
-    latest = now + timedelta(seconds=max_ahead)
     for rec in records:
         raw = rec.value or b""
         try:
             envelope = decode_envelope(raw)
-            if envelope.time > latest:
-                raise EnvelopeError(f"{envelope.time.isoformat()} is more than "
-                                    f"{max_ahead:g} s ahead of the time received "
-                                    f"({now.isoformat()})", field="time")
-            if envelope.time < floor:
-                raise EnvelopeError(f"{envelope.time.isoformat()} is before the floor "
-                                    f"{floor.isoformat()}", field="time")
+            problem = _time_problem(envelope, now, max_ahead, floor)
+            if problem is not None:
+                raise problem
             good.append((envelope, rec))
         except EnvelopeError as exc:  # the locator is written only for the bad records
             bad.append(DeadLetter.from_error(exc, stage="ingest", source=rec.topic,
@@ -109,6 +112,78 @@ def split_records(records: Sequence[Record], *,
                                   error=f"unreadable record: {type(exc).__name__}: {exc}",
                                   raw=_text(raw)))
     return good, bad
+
+
+Longitude = Annotated[float, Meta(ge=-180, le=180)]
+Finite = Annotated[float, Meta(ge=-sys.float_info.max, le=sys.float_info.max)]
+
+
+class PointGeometry(msgspec.Struct, tag_field="type", tag="Point",
+                    forbid_unknown_fields=True, frozen=True, gc=False):
+    """A GeoJSON Point exactly as :func:`~citywatch.streams.envelope.check_geometry`
+    accepts it, checked by msgspec while decoding (an altitude, too, within ±180)."""
+
+    coordinates: Annotated[list[Longitude], Meta(min_length=2, max_length=3)]
+
+    def __post_init__(self) -> None:
+        if not -90 <= self.coordinates[1] <= 90:
+            raise ValueError("latitude out of range")
+
+
+class PointEnvelope(Envelope, frozen=True, kw_only=True, gc=False):
+    """An envelope with a Point (or no) geometry and finite numbers, validated entirely
+    by msgspec while decoding: ingest's fast path, for framing only (its geometry is a
+    :class:`PointGeometry`, not a dict). Whatever it decodes, :func:`decode_envelope`
+    accepts with the same values; whatever it refuses takes that slower path."""
+
+    geometry: PointGeometry | None = None  # type: ignore[assignment]
+    attributes: dict[str, Finite | int | str | bool | None] = {}
+
+
+_point_decoder = msgspec.json.Decoder(PointEnvelope)
+
+
+def split_for_frames(records: Sequence[Record], *,
+                     max_ahead: float = 86400.0,
+                     floor: datetime = datetime(1970, 1, 1, tzinfo=UTC),
+                     now: datetime | None = None,
+                     ) -> tuple[list[Pair], list[DeadLetter]]:
+    """:func:`split_records`' split, in the records' order, for framing: envelopes
+    msgspec validates alone (a Point or no geometry, finite numbers) come as
+    :class:`PointEnvelope`; the others, and every record refused, take
+    :func:`split_records` (same envelopes, same dead letters). A third of the cost."""
+    now = now or datetime.now(UTC)
+    decode = _point_decoder.decode
+    good: list[Pair] = []
+    bad: list[tuple[int, DeadLetter]] = []  # (record position, letter)
+    where: list[int] = []  # each good pair's record position
+    for position, rec in enumerate(records):
+        try:
+            good.append((decode(rec.value), rec))  # type: ignore[arg-type]
+            where.append(position)
+        except Exception:  # not for the fast path: the exact one says what it is
+            pairs, letters = split_records([rec], max_ahead=max_ahead, floor=floor, now=now)
+            good.extend(pairs)
+            where.extend(position for _ in pairs)
+            bad.extend((position, letter) for letter in letters)
+    if good:
+        seconds = epoch_seconds([envelope.time for envelope, _ in good])
+        latest = (now + timedelta(seconds=max_ahead)).timestamp()
+        doubtful = np.flatnonzero((seconds > latest - 0.01)
+                                  | (seconds < floor.timestamp() + 0.01)).tolist()
+        refused = set()
+        for i in doubtful:  # compared exactly, as datetimes
+            envelope, rec = good[i]
+            problem = _time_problem(envelope, now, max_ahead, floor)
+            if problem is not None:
+                refused.add(i)
+                bad.append((where[i], DeadLetter.from_error(
+                    problem, stage="ingest", source=rec.topic, locator=_locator(rec),
+                    raw=_text(rec.value or b""))))
+        if refused:
+            good = [pair for i, pair in enumerate(good) if i not in refused]
+    bad.sort(key=lambda item: item[0])
+    return good, [letter for _, letter in bad]
 
 
 def _locator(rec: Record) -> str:
@@ -161,7 +236,7 @@ class IngestFailed(Exception):
 
 
 class IngestLoop:
-    """The ``raw.* → events`` loop (blocking; :class:`IngestProcess` runs it in its own
+    """The ``raw.* → events`` loop (blocking; :func:`ingest_process` runs it in its own
     process). ``report`` receives the metrics' increments now and then."""
 
     def __init__(self, settings: StreamSettings, bootstrap: str,
@@ -284,9 +359,9 @@ class IngestLoop:
     def forward(self, producer: Producer, records: Sequence[Record], partitions: int,
                 ) -> None:
         """Send valid envelopes as frames and bad records to dead-letter."""
-        good, bad = split_records(records,
-                                  max_ahead=self.settings.event_time_max_ahead_seconds,
-                                  floor=self.settings.event_time_floor)
+        good, bad = split_for_frames(records,
+                                     max_ahead=self.settings.event_time_max_ahead_seconds,
+                                     floor=self.settings.event_time_floor)
         refused = len(bad)
         by_partition: dict[int, list[Pair]] = defaultdict(list)
         for pair in good:
@@ -309,23 +384,9 @@ class IngestLoop:
                        key=letter.source.encode())
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM this process when the worker that started it dies (a killed
-    worker must not leave its ingest running)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 def ingest_main(settings: StreamSettings, bootstrap: str, reports: Any) -> None:
     """Entry point of the ingest process."""
-    _die_with_parent()
-    logging.basicConfig(level=settings.log_level.upper().replace("WARN", "WARNING"),
-                        format="[%(asctime)s] [ingest %(process)d] %(levelname)s %(message)s")
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    gc.freeze()  # see Pipeline.run: decoding allocates many short-lived objects
-    gc.set_threshold(50_000, 20, 20)
+    stopping = stage_setup(settings, "ingest")
     loop = IngestLoop(settings, bootstrap, report=reports.put)
     try:
         loop.run(stop=stopping.is_set)
@@ -334,67 +395,8 @@ def ingest_main(settings: StreamSettings, bootstrap: str, reports: Any) -> None:
         raise SystemExit(75) from None
 
 
-class IngestProcess(Service):
-    """The ingest stage's process, started and stopped with the worker (a mode service
-    beside the Faust app); its metrics are relayed into the worker's. The worker exits
-    with status 75 for its supervisor if ingest dies."""
-
-    def __init__(self, settings: StreamSettings, bootstrap: str,
-                 metrics: WorkerMetrics | None = None, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
-        self.settings = settings
-        self.bootstrap = bootstrap
-        self.metrics = metrics or WorkerMetrics()
-        self._context = multiprocessing.get_context("spawn")
-        self._reports: Any = self._context.Queue()
-        self.process: Any = None
-
-    async def on_start(self) -> None:
-        self.process = self._context.Process(
-            target=ingest_main, args=(self.settings, self.bootstrap, self._reports),
-            name="citywatch-ingest", daemon=True)
-        self.process.start()
-        threading.Thread(target=self._relay, name="ingest-metrics", daemon=True).start()
-
-    async def on_stop(self) -> None:
-        process, self.process = self.process, None
-        if process is not None and process.is_alive():
-            process.terminate()  # SIGTERM: it finishes its batch and commits
-            await self._join(process, 20.0)
-            if process.is_alive():
-                process.kill()
-
-    @staticmethod
-    async def _join(process: Any, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while process.is_alive() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-
-    @Service.task
-    async def _watch(self) -> None:
-        """Exit the worker (status 75) if the ingest process dies on its own."""
-        while not self.should_stop:
-            await asyncio.sleep(1.0)
-            process = self.process
-            if process is not None and not process.is_alive() and not self.should_stop:
-                log.critical("the ingest process exited with status %s; exiting with "
-                             "status 75 for the supervisor to restart the worker",
-                             process.exitcode)
-                logging.shutdown()
-                os._exit(75)
-
-    def _relay(self) -> None:
-        """Metrics the ingest process reports, into this worker's counters."""
-        while True:
-            try:
-                counts = self._reports.get(timeout=1.0)
-            except queue.Empty:
-                continue
-            except (EOFError, OSError):
-                return
-            for (name, stage), value in counts.items():
-                if name == "dead_letters":
-                    self.metrics.dead_letters.labels(stage=stage).inc(value)
-                else:
-                    direction = name.removeprefix("records_")
-                    self.metrics.records.labels(stage=stage, direction=direction).inc(value)
+def ingest_process(settings: StreamSettings, bootstrap: str,
+                   metrics: WorkerMetrics | None = None) -> StageProcess:
+    """The ingest stage's process, started and stopped with the worker."""
+    return StageProcess("citywatch-ingest", ingest_main, settings, bootstrap,
+                        metrics=metrics)

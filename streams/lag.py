@@ -11,6 +11,7 @@ from __future__ import annotations
 from citywatch.streams.ingest import ingest_group
 from citywatch.streams.kafka_admin import KafkaAdmin
 from citywatch.streams.settings import StreamSettings
+from citywatch.streams.store_stage import store_group
 
 
 def stage_lags(admin: KafkaAdmin, settings: StreamSettings) -> dict[str, int]:
@@ -20,5 +21,5 @@ def stage_lags(admin: KafkaAdmin, settings: StreamSettings) -> dict[str, int]:
         "ingest": admin.group_lag(ingest_group(settings), topics.raw_all),
         "rules": admin.group_lag(settings.app_id, [topics.events]),
         "zone_rules": admin.group_lag(settings.app_id, [topics.events_keyed]),
-        "store": admin.group_lag(settings.app_id, [topics.alerts]),
+        "store": admin.group_lag(store_group(settings), [topics.alerts]),
     }

@@ -55,6 +55,11 @@ class StreamSettings(BaseSettings):
                                   description="Envelopes per internal micro-batch.")
     batch_max_wait_ms: int = Field(default=20, ge=0,
                                    description="Longest wait to fill a micro-batch.")
+    store_batch: int = Field(default=500, ge=1,
+                             description="Most alerts the store stage writes in one "
+                                         "transaction.")
+    store_batch_wait_ms: int = Field(default=50, ge=0,
+                                     description="Longest wait to fill a store batch.")
     broker_session_timeout: float = Field(
         default=6.0, gt=0,
         description="Consumer session timeout (s). Low values make group joins on the "

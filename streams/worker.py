@@ -1,9 +1,13 @@
 """The Faust worker: ingest → evaluate (micro-batches) → alerts → alert sink.
 
+Ingest (``raw.* → events``) and the store stage (``alerts →`` the incident store) run
+in processes of their own beside the Faust app, which evaluates the rules.
+
 The worker owns the small interfaces it needs from the layers above and below it — an
 :class:`Evaluator` (the rule engine), a :class:`RuleSource` that builds one and notices
 newer rule sets, a :class:`ModelSource` that refreshes forecast models, an
-:class:`AlertSink` (the incident store) and a delivery queue (the outbox) — and the composition
+:class:`~citywatch.streams.store_stage.AlertSink` (the incident store, built in the store
+process by a picklable factory) and a delivery queue (the outbox) — and the composition
 root (``citywatch.ops.worker.build_pipeline``) plugs the real ones in.
 
 Example:
@@ -23,7 +27,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Collection
 from typing import Any, NoReturn, Protocol
 
 import faust
@@ -31,18 +35,19 @@ import msgspec
 import numpy as np
 from kafka import TopicPartition
 
-from citywatch.streams.alert import Alert, decode_alert, encode_alert
+from citywatch.streams.alert import Alert, encode_alert
 from citywatch.streams.batch import ColumnFrame, decode_frame, encode_frame, take_rows
 from citywatch.streams.broker_watch import EXIT_BROKER_LOST, BrokerWatch
 from citywatch.streams.deadletter import DeadLetter, encode_deadletter
 from citywatch.streams.envelope import Envelope, encode_envelope
-from citywatch.streams.ingest import IngestProcess
+from citywatch.streams.ingest import ingest_process
 from citywatch.streams.kafka_admin import KafkaAdmin, ensure_topics
 from citywatch.streams.lag import stage_lags
 from citywatch.streams.metrics import WorkerMetrics
 from citywatch.streams.routing import Deliverer, Delivery, DeliveryQueue
 from citywatch.streams.rule_state import ChangelogState, encode_writes
 from citywatch.streams.settings import StreamSettings
+from citywatch.streams.store_stage import SinkFactory, SinkUnavailable, store_process
 from citywatch.streams.webhook_policy import WebhookPolicy
 
 log = logging.getLogger(__name__)
@@ -105,22 +110,6 @@ class ModelSource(Protocol):
         ...
 
 
-class SinkUnavailable(Exception):
-    """The alert sink (or the rule source in the same store) cannot be reached now (an
-    outage): retry, do not drop."""
-
-
-class AlertSink(Protocol):
-    """Where alerts are kept (the incident store): idempotent, batched, durable."""
-
-    def add_new_alerts(self, alerts: Sequence[Alert]) -> Collection[str]:
-        """Store ``alerts`` in one transaction; return the ids that were new. Raises
-        :class:`SinkUnavailable` when the store is unreachable (the batch is retried);
-        any other exception means the store refused the batch (it is split to find the
-        alert it refuses, which is dead-lettered alone)."""
-        ...
-
-
 TRUNCATED = "…[truncated]"
 
 
@@ -139,6 +128,7 @@ def fit_alert(alert: Alert, limit: int) -> bytes:
         ...             event_time=t, raised_at=t, source_event_ids=["s"])
         >>> len(fit_alert(big, 10_000)) <= 10_000
         True
+        >>> from citywatch.streams.alert import decode_alert
         >>> decode_alert(fit_alert(big, 10_000)).message.endswith(TRUNCATED)
         True
     """
@@ -202,11 +192,23 @@ def make_faust_app(settings: StreamSettings, bootstrap: str) -> faust.App:
         consumer_auto_offset_reset="earliest", producer_acks=1, producer_linger_ms=2)
 
 
+def make_faust_worker(app: faust.App, *services: Any, log_level: str) -> faust.Worker:
+    """A Faust worker running ``app`` and ``services`` that logs at ``log_level``.
+
+    Faust's terminal spinner sets the root logger to DEBUG (so that it spins on every
+    record) whatever the level asked for; every debug call of Faust and aiokafka then
+    built a record for nothing, a twentieth of a worker's time. It is left out.
+    """
+    worker = faust.Worker(app, *services, loglevel=log_level, quiet=True)
+    worker.spinner = None
+    return worker
+
+
 class Pipeline:
     """Everything one worker process runs, wired by the composition root."""
 
     def __init__(self, settings: StreamSettings, bootstrap: str, *, rules: RuleSource,
-                 models: ModelSource, alerts: AlertSink, deliveries: DeliveryQueue,
+                 models: ModelSource, alerts: SinkFactory, deliveries: DeliveryQueue,
                  ready_note: str = "", metrics: WorkerMetrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or WorkerMetrics()
@@ -215,7 +217,6 @@ class Pipeline:
         self.bootstrap = bootstrap
         self.rules = rules
         self.models = models
-        self.sink = alerts
         self.app = make_faust_app(settings, self.bootstrap)
         self.rule_state = ChangelogState()
         self.zone_state = ChangelogState()
@@ -227,7 +228,8 @@ class Pipeline:
                                    max_attempts=settings.webhook_max_attempts,
                                    backoff=settings.webhook_backoff_seconds,
                                    policy=WebhookPolicy(settings.webhook_allow))
-        self.ingest = IngestProcess(settings, self.bootstrap, self.metrics)
+        self.ingest = ingest_process(settings, self.bootstrap, self.metrics)
+        self.store = store_process(settings, self.bootstrap, alerts, self.metrics)
         topics = settings.topics
         self.events_topic = self.app.topic(topics.events, value_serializer="raw",
                                            key_serializer="raw")
@@ -246,7 +248,6 @@ class Pipeline:
         self._zone_started: dict[int, float] = {}
         self.app.agent(self.events_topic, name="evaluate")(self.evaluate)
         self.app.agent(self.keyed_topic, name="evaluate_zones")(self.evaluate_zones)
-        self.app.agent(self.alerts_topic, name="store_alerts")(self.store_alerts)
         self._team_topics: dict[str, faust.TopicT] = {}
         self.app.timer(interval=settings.rules_poll_seconds, name="reload_rules")(
             self.reload_rules)
@@ -554,53 +555,6 @@ class Pipeline:
             log.warning("%s of partition %d recovered from %d changelog messages", changelog,
                         partition, applied)
 
-    async def store_alerts(self, stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        """alerts → incident store (in batches, idempotently), with what teams are owed.
-
-        A batch is acknowledged (the next one taken) only once it is written: while the
-        store is unreachable this agent waits and retries with backoff, so nothing is
-        consumed meanwhile; an alert the store refuses is dead-lettered alone and the
-        rest of its batch is stored. The store owes only alerts new to it to teams (in
-        the same transaction), so a replay sends nothing to teams again.
-        """
-        async for values in stream.take(500, within=0.05):
-            self.metrics.records.labels(stage="store", direction="in").inc(len(values))
-            alerts: list[Alert] = []
-            for value in values:
-                try:
-                    alerts.append(decode_alert(value))
-                except msgspec.MsgspecError as exc:
-                    await self._dead_letter("store", self.settings.topics.alerts, "alerts",
-                                            f"not an alert: {exc}", bytes(value))
-            new = await self._write(alerts)
-            self.metrics.records.labels(stage="store", direction="out").inc(len(new))
-            yield None
-
-    async def _write(self, alerts: list[Alert]) -> set[str]:
-        """Write ``alerts``; returns the new ids. Waits out outages, isolates refusals."""
-        if not alerts:
-            return set()
-        delay = 0.5
-        while True:
-            try:
-                with self.metrics.store_write.time():
-                    return set(await asyncio.to_thread(self.sink.add_new_alerts, alerts))
-            except SinkUnavailable as exc:
-                log.warning("incident store unavailable (%s); %d alerts wait, retrying in "
-                            "%.1f s (not consuming meanwhile)", exc, len(alerts), delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-            except Exception as exc:
-                if len(alerts) == 1:
-                    alert = alerts[0]
-                    log.warning("incident store refused alert %s: %s", alert.id, exc)
-                    await self._dead_letter("store", self.settings.topics.alerts, alert.id,
-                                            f"refused by the store: {exc}",
-                                            encode_alert(alert))
-                    return set()
-                half = len(alerts) // 2
-                return await self._write(alerts[:half]) | await self._write(alerts[half:])
-
     async def _dead_letter(self, stage: str, source: str, locator: str, error: str,
                            raw: bytes) -> None:
         self.metrics.dead_letters.labels(stage=stage).inc()
@@ -619,6 +573,6 @@ class Pipeline:
         if self.settings.metrics_port is not None:
             self.metrics.serve(self.settings.metrics_port)
             threading.Thread(target=self.measure_lag, name="measure-lag", daemon=True).start()
-        worker = faust.Worker(self.app, self.ingest, loglevel=self.settings.log_level,
-                              quiet=True)
-        worker.execute_from_commandline()
+        make_faust_worker(self.app, self.ingest, self.store,
+                          log_level=self.settings.log_level
+                          ).execute_from_commandline()

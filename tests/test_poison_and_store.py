@@ -19,7 +19,7 @@ from citywatch.ops.store.schema import AlertRow
 from citywatch.ops.store.store import IncidentStore
 from citywatch.streams.alert import decode_alert
 from citywatch.streams.envelope import Envelope, encode_envelope, make_envelope
-from citywatch.streams.ingest import frames_of, split_records
+from citywatch.streams.ingest import frames_of, split_for_frames, split_records
 from citywatch.streams.worker import TRUNCATED, fit_alert
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
@@ -161,3 +161,43 @@ def test_eight_processes_migrate_one_fresh_database_at_once(database_url: str) -
 def test_valid_envelope_roundtrip_is_untouched() -> None:
     good, letters = split_records(records([valid(1)]), now=NOW)
     assert letters == [] and isinstance(good[0][0], Envelope)
+
+
+# hand-made variants around what the fast path decides alone (written for this test)
+EDGES = [valid(1), valid(2, geometry=None), valid(3, attributes={}),
+         valid(4, attributes={"n": 7, "ok": True, "lane": "west", "x": None}),
+         valid(5, geometry={"type": "Point", "coordinates": [-73.9, 40.8, 12.5]}),
+         valid(6, geometry={"type": "Point", "coordinates": [-73.9, 40.8, 350.0]}),
+         valid(7, geometry={"type": "Point", "coordinates": [180, -90]}),
+         with_geometry({"type": "Point", "coordinates": [-73.9, 40.8], "bbox": [0, 0, 1, 1]}),
+         with_geometry({"type": "Point", "coordinates": [-73.9, 90.0000001]}),
+         with_geometry({"type": "Point", "coordinates": [True, 40]}),
+         with_geometry({"type": "Point", "coordinates": [-73.9]}),
+         with_geometry({"type": "Point", "coordinates": [-73, 40, 1, 2]}),
+         with_geometry({"type": "Point", "coordinates": [-180.5, 40]}),
+         with_geometry({"type": "Point"}),
+         with_geometry({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}),
+         valid(8).replace(b'"pm25":18.0', b'"pm25":1e999'),
+         valid(9).replace(b'"pm25":19.0', b'"pm25":-1e400'),
+         valid(10).replace(b'"pm25":20.0', b'"pm25":123456789012345678901234567890'),
+         valid(11, time=NOW + timedelta(days=1)),
+         valid(12, time=NOW + timedelta(days=1, microseconds=1)),
+         valid(13, time=datetime(1970, 1, 1, tzinfo=UTC)),
+         valid(14, time=datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
+         *POISON.values()]
+
+
+@given(st.lists(st.sampled_from(EDGES) | st.binary(max_size=50), max_size=30))
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_the_fast_split_equals_the_exact_one(payloads: list[bytes]) -> None:
+    """What ingest frames (decoded by msgspec alone where it can) equals what the exact,
+    one-record-at-a-time path frames, dead letter for dead letter, in order."""
+    exact_good, exact_bad = split_records(records(payloads), now=NOW)
+    fast_good, fast_bad = split_for_frames(records(payloads), now=NOW)
+    assert [r.offset for _, r in fast_good] == [r.offset for _, r in exact_good]
+    assert [msgspec.structs.replace(d, time=NOW) for d in fast_bad] == [
+        msgspec.structs.replace(d, time=NOW) for d in exact_bad]
+    exact_frames, exact_unframed = frames_of(exact_good)
+    fast_frames, fast_unframed = frames_of(fast_good)
+    assert fast_unframed == exact_unframed == []
+    assert fast_frames == exact_frames  # the same bytes

@@ -12,12 +12,14 @@ Example:
 from __future__ import annotations
 
 import functools
+import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 from sqlalchemy import (
     Connection,
     Engine,
@@ -66,6 +68,27 @@ def normalise_url(url: str) -> str:
     return url
 
 
+_json_encoder = msgspec.json.Encoder()
+
+
+def json_text(value: Any) -> str:
+    """JSON text of a JSON column's value, as ``json.dumps`` writes it once parsed.
+
+    msgspec writes it ~10× faster (JSON columns were a seventh of storing an alert);
+    values it would write differently — NaN or infinity (msgspec writes ``null``), keys
+    or numbers it cannot write — take ``json.dumps``, as does any text holding
+    ``null``.
+
+    >>> json_text({"pm25": 41.5, "tags": ["a"]}), json_text({"v": float("nan")})
+    ('{"pm25":41.5,"tags":["a"]}', '{"v": NaN}')
+    """
+    try:
+        raw = _json_encoder.encode(value)
+    except (TypeError, ValueError, OverflowError):
+        return json.dumps(value)
+    return json.dumps(value) if b"null" in raw else raw.decode()
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite files get WAL and a busy timeout for concurrent use."""
     url = normalise_url(url)
@@ -74,8 +97,9 @@ def make_engine(url: str) -> Engine:
         # a server that does not answer is reported within seconds, not minutes
         waits = {} if "connect_timeout" in parsed.query or parsed.get_backend_name() != \
             "postgresql" else {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
-        return create_engine(url, pool_pre_ping=True, connect_args=waits)
-    engine = create_engine(url, connect_args={"timeout": 30})
+        return create_engine(url, pool_pre_ping=True, connect_args=waits,
+                             json_serializer=json_text)
+    engine = create_engine(url, connect_args={"timeout": 30}, json_serializer=json_text)
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
