@@ -107,7 +107,7 @@ def bench_quix(python: str, mode: str, bootstrap: str, payloads: list[bytes],
 
 
 def rss_mb(pid: int) -> float:
-    """Resident memory of a worker (MB): its process and its children (ingest)."""
+    """Resident memory of a worker (MB): its process and its children (ingest, store)."""
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     total = 0
     for process in [pid, *map(int, children)]:
@@ -162,13 +162,17 @@ def bench_pipeline(bootstrap: str, payloads: list[bytes], workdir: Path, batch: 
             watched = {"worker": [w.pid for w in running], "ingest": ingests,
                        "store": [p for w in running for p in stage_pids(w.pid, "store")],
                        "broker": [broker_pid] if broker_pid else []}
-            cpu_before = {k: sum(map(cpu_seconds, pids)) for k, pids in watched.items()}
+            def cpu_now() -> dict[str, float]:
+                return {k: sum(map(cpu_seconds, pids)) for k, pids in watched.items()}
+            cpu_before = cpu_now()
             for pid in paused:
                 os.kill(pid, signal.SIGSTOP)
             try:
                 if live:
                     started = time.perf_counter()
                 produce(bootstrap, topic, payloads[1:])
+                if not live:  # the CPU of the timed part only (not the broker's fill)
+                    cpu_before = cpu_now()
             finally:
                 for pid in paused:
                     os.kill(pid, signal.SIGCONT)
@@ -189,7 +193,8 @@ def bench_pipeline(bootstrap: str, payloads: list[bytes], workdir: Path, batch: 
     return {"events": total, "seconds": round(seconds, 3),
             "events_per_s": round(total / seconds), "alerts_stored": alerts,
             "workers": workers, "partitions": partitions, "rss_mb": memory,
-            # CPU per event of each process kind while timed (2 cores: 2 s of CPU a second)
+            # CPU per event of each process kind while timed (2 cores: 2 s of CPU a second;
+            # with --live, the broker's and the worker's include taking the events in)
             "cpu_us_per_event": {k: round(v / total * 1e6, 1) for k, v in cpu.items()}}
 
 
