@@ -1,8 +1,9 @@
 """Events through, in one run on the embedded broker:
 
 - a bare one-event-per-message Faust agent (decode + one threshold);
-- the citywatch worker (ingest: decode and validate → columnar micro-batches → zone
-  lookup over 1,000 zones → 50 rules → alerts, one per message → incident store);
+- the citywatch worker (its ingest process: decode and validate → columnar
+  micro-batches; the worker: zone lookup over 1,000 zones → 50 rules → alerts, one per
+  message; its store process → incident store), with the CPU per event of each process;
 - with ``--quix-python PATH`` (the interpreter of a venv made by ``bench/quix_venv.sh``):
   a bare Quix Streams app (decode + one threshold) and a Quix app doing the same
   50-rule job per event (``quix_apps.py``), whose alert count is the independent

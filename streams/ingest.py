@@ -41,7 +41,7 @@ from citywatch.streams.deadletter import DeadLetter, encode_deadletter
 from citywatch.streams.envelope import Envelope, EnvelopeError, decode_envelope
 from citywatch.streams.metrics import WorkerMetrics
 from citywatch.streams.settings import StreamSettings
-from citywatch.streams.stage_process import StageProcess, stage_setup
+from citywatch.streams.stage_process import StageProcess, readable, stage_setup
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +279,7 @@ class IngestLoop:
                 messages = consumer.consume(self.settings.batch_max_events * 8,
                                             timeout=max(1, settings.batch_max_wait_ms) / 1000)
                 records = [RawRecord(m.topic(), m.partition(), m.offset(), m.value())
-                           for m in messages if self._usable(m)]
+                           for m in messages if readable(m, "raw topics")]
                 if records:
                     self._batch = {"pending": 0}
                     self.forward(producer, records, parts)
@@ -329,15 +329,6 @@ class IngestLoop:
             if found is not None and found.error is None and found.partitions:
                 return len(found.partitions)
             time.sleep(0.5)
-
-    @staticmethod
-    def _usable(message: Any) -> bool:
-        error = message.error()
-        if error is None:
-            return True
-        if error.code() != KafkaError._PARTITION_EOF:
-            log.warning("raw topics not read: %s", error)
-        return False
 
     def _send(self, producer: Producer, topic: str, value: bytes, *, partition: int = -1,
               key: bytes | None = None) -> None:

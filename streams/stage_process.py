@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from confluent_kafka import KafkaError
 from mode import Service
 
 from citywatch.streams.metrics import WorkerMetrics
@@ -65,6 +66,17 @@ def stage_setup(settings: StreamSettings, label: str) -> threading.Event:
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
     return stopping
+
+
+def readable(message: Any, what: str) -> bool:
+    """Whether a confluent-kafka ``message`` holds a record; an error other than the end
+    of a partition is logged, naming ``what`` was being read."""
+    error = message.error()
+    if error is None:
+        return True
+    if error.code() != KafkaError._PARTITION_EOF:
+        log.warning("%s not read: %s", what, error)
+    return False
 
 
 def relay_counts(metrics: WorkerMetrics, counts: Mapping[tuple[str, str], Any]) -> None:

@@ -33,13 +33,13 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
 import msgspec
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from citywatch.streams.alert import Alert, decode_alert, encode_alert
 from citywatch.streams.deadletter import DeadLetter, encode_deadletter
 from citywatch.streams.metrics import WorkerMetrics
 from citywatch.streams.settings import StreamSettings
-from citywatch.streams.stage_process import StageProcess, stage_setup
+from citywatch.streams.stage_process import StageProcess, readable, stage_setup
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class StoreLoop:
                 else:
                     usable = [m for m in consumer.consume(
                         settings.store_batch, timeout=settings.store_batch_wait_ms / 1000)
-                        if self._usable(m)]
+                        if readable(m, "alerts")]
                 if usable:
                     self.store(usable, stop)
                 if time.monotonic() - reported > 0.5:
@@ -171,7 +171,7 @@ class StoreLoop:
                     if stop():
                         return None
                     self._held.extend(m for m in self._consumer.consume(
-                        settings.store_batch, timeout=min(0.2, delay)) if self._usable(m))
+                        settings.store_batch, timeout=min(0.2, delay)) if readable(m, "alerts"))
                 delay = min(delay * 2, 30.0)
             except Exception as exc:
                 if len(alerts) == 1:
@@ -223,15 +223,6 @@ class StoreLoop:
         self.report(counts)
         self.counts = Counter()
         self.write_seconds = []
-
-    @staticmethod
-    def _usable(message: Any) -> bool:
-        error = message.error()
-        if error is None:
-            return True
-        if error.code() != KafkaError._PARTITION_EOF:
-            log.warning("alerts not read: %s", error)
-        return False
 
 
 def _locator(message: Any) -> str:

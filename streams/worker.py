@@ -233,8 +233,6 @@ class Pipeline:
         topics = settings.topics
         self.events_topic = self.app.topic(topics.events, value_serializer="raw",
                                            key_serializer="raw")
-        self.alerts_topic = self.app.topic(topics.alerts, value_serializer="raw",
-                                           key_serializer="raw")
         self.deadletter_topic = self.app.topic(topics.deadletter, value_serializer="raw",
                                                key_serializer="raw")
         self.state_topic = self.app.topic(topics.rule_state, value_serializer="raw",
