@@ -313,7 +313,9 @@ class RuleEngine:
         outcomes: list[Outcome] = []
         for key in sorted(ctx.blocked):
             fresh, st = ctx.state.load(key)
-            if not fresh or not st:
+            if not fresh:  # a frame read again after a crash: the group keeps waiting
+                continue
+            if not st:
                 ctx.blocked.discard(key)
                 continue
             closed = close_windows(cond, st, key[len(ctx.prefix):], names, ids,

@@ -355,8 +355,16 @@ class IngestLoop:
                                      floor=self.settings.event_time_floor)
         refused = len(bad)
         by_partition: dict[int, list[Pair]] = defaultdict(list)
-        for pair in good:
-            by_partition[zlib.crc32(pair[0].entity_id.encode()) % partitions].append(pair)
+        if partitions == 1:
+            by_partition[0] = good
+        else:
+            owner: dict[str, int] = {}  # entity -> partition: sensors repeat
+            for pair in good:
+                entity = pair[0].entity_id
+                partition = owner.get(entity)
+                if partition is None:
+                    partition = owner[entity] = zlib.crc32(entity.encode()) % partitions
+                by_partition[partition].append(pair)
         size = self.settings.batch_max_events
         for partition, pairs in by_partition.items():
             for start in range(0, len(pairs), size):

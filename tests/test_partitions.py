@@ -228,3 +228,51 @@ def test_a_frame_without_rows_closes_the_windows_it_lets_pass(tmp_path: Path) ->
     closed = zone.process(empty, position=2, shard=owner, stream_time=(lagging, frame_end))
     assert [a.attributes["window_start"] for a in closed.alerts] == [
         "2024-01-01T00:00:00+00:00"]
+
+
+def test_a_frame_read_again_keeps_the_windows_waiting_for_the_stream_time(
+        tmp_path: Path) -> None:
+    """A zone window held back by a lagging partition, then the same keyed frame read
+    again (a worker killed before it committed the frame's offset): the window still
+    closes once the lagging partition passes it. The read-again frame used to drop the
+    zone from the waiting groups, so its windows never closed (seen as 9 zone-window
+    alerts missing, now and then, in the 2 × 4 SIGKILL run above)."""
+    from datetime import UTC, datetime
+
+    from citywatch.ops.settings import DEMO_DIR
+    from citywatch.streams.batch import build_frame, take_rows
+    from citywatch.streams.envelope import make_envelope
+    from citywatch.streams.rule_state import ChangelogState
+
+    rules = {"zones": [{"layer": "nyc",
+                        "path": str(DEMO_DIR / "zones/new-york-city-boroughs.geojson")}],
+             "rules": [{"id": "busy", "domain": "environment",
+                        "condition": {"type": "window", "attribute": "pm25",
+                                      "aggregate": "count", "size": "1h",
+                                      "group_by": "zone:nyc", "op": ">=", "value": 1},
+                        "alert": {"severity": "Minor", "category": "Env",
+                                  "message": "{zone}"}}]}
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump(rules))
+    entity, zone = RuleEngine.from_ruleset(load_ruleset(path), ChangelogState()).split(
+        ChangelogState(), 2)
+    frame = build_frame([make_envelope(
+        source="t", source_record_id=str(hour), domain="environment",
+        kind="air_quality.observed", time=datetime(2024, 1, 1, hour, 30, tzinfo=UTC),
+        entity_id="s1", geometry={"type": "Point", "coordinates": [-73.9857, 40.7484]},
+        attributes={"pm25": 5.0}) for hour in (0, 2)])
+    routes = entity.process(frame, position=1).routes
+    owner = next(iter(routes))
+    frame_end = datetime(2024, 1, 1, 2, 30, tzinfo=UTC).timestamp()
+    rows = take_rows(frame, routes[owner], origin="events/0", offset=1, source_partition=0,
+                     watermark=frame_end)
+    lagging = datetime(2024, 1, 1, 0, 40, tzinfo=UTC).timestamp()
+    for _ in range(2):  # read, then read again
+        held = zone.process(rows, position=1, shard=owner, stream_time=(lagging, lagging))
+        assert held.alerts == []
+        held.commit_state()
+    empty = take_rows(frame, [], origin="events/1", offset=1, source_partition=1,
+                      watermark=frame_end)
+    closed = zone.process(empty, position=2, shard=owner, stream_time=(lagging, frame_end))
+    assert [a.attributes["window_start"] for a in closed.alerts] == [
+        "2024-01-01T00:00:00+00:00"]
