@@ -14,26 +14,23 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
 import socket
-from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 
 from citywatch.forecasts.grid import ForecastBook
 from citywatch.ops.settings import Settings
 from citywatch.ops.store.forecast_models import ModelRegistry
-from citywatch.ops.store.outage import OUTAGE_ERRORS, store_outage
 from citywatch.ops.store.outbox import Outbox
 from citywatch.ops.store.rulesets import AppliedRuleSet, RuleSetBook
+from citywatch.ops.store.sink import open_sink, outage_is_unavailable
 from citywatch.ops.store.store import IncidentStore, shown_url
 from citywatch.rules.engine import RuleEngine
 from citywatch.rules.loader import load_ruleset
 from citywatch.rules.model import RuleSet
-from citywatch.streams.alert import Alert
 from citywatch.streams.rule_state import ChangelogState
 from citywatch.streams.store_stage import SinkUnavailable
 from citywatch.streams.worker import Pipeline
@@ -150,52 +147,6 @@ class RegistryModelSource:
 
     def versions(self) -> dict[str, str]:
         return {key: grid.model_version for key, grid in self.forecasts.grids.items()}
-
-
-class StoreSink:
-    """The incident store as the worker's alert sink: outages (connection refused or
-    lost, a locked SQLite file, a pool timeout) become
-    :class:`~citywatch.streams.store_stage.SinkUnavailable`, retried by the worker; anything
-    else is a refusal of the batch.
-
-    Example:
-        >>> store = IncidentStore("sqlite://")
-        >>> store.create_schema()
-        >>> StoreSink(store).add_new_alerts([])
-        set()
-    """
-
-    def __init__(self, store: IncidentStore, outbox: Outbox | None = None) -> None:
-        self.store = store
-        self.outbox = outbox
-
-    def add_new_alerts(self, alerts: Sequence[Alert]) -> set[str]:
-        """Store ``alerts``; those new to the store are owed to the subscriptions they
-        match (the outbox, in the same transaction)."""
-        with outage_is_unavailable():
-            return self.store.add_new_alerts(
-                alerts, also=self.outbox.enqueue if self.outbox else None)
-
-
-@contextlib.contextmanager
-def outage_is_unavailable() -> Iterator[None]:
-    """Store outages (connection refused or lost, a locked SQLite file, a pool timeout)
-    raised inside become :class:`~citywatch.streams.store_stage.SinkUnavailable`."""
-    try:
-        yield
-    except OUTAGE_ERRORS as exc:
-        reason = store_outage(exc)
-        if reason is None:
-            raise
-        raise SinkUnavailable(reason) from exc
-
-
-def open_sink(settings: Settings) -> StoreSink:
-    """The alert sink of a worker's store process: the incident store at
-    ``settings.database_url``, with its delivery outbox (built in that process: the
-    pipeline is given this function, which pickles, not an engine, which does not)."""
-    store = IncidentStore(settings.database_url, correlation_window=timedelta(hours=24))
-    return StoreSink(store, Outbox(store))
 
 
 def build_pipeline(settings: Settings, bootstrap: str | None = None) -> Pipeline:

@@ -28,9 +28,9 @@ from citywatch.ops.explain import PROV_JSON_SCHEMA, as_prov, explain_alert
 from citywatch.ops.settings import DEMO_DIR, Settings
 from citywatch.ops.store.forecast_models import ModelRegistry
 from citywatch.ops.store.rulesets import RuleSetBook
+from citywatch.ops.store.sink import StoreSink
 from citywatch.ops.store.store import IncidentStore
 from citywatch.ops.store.tokens import TokenBook
-from citywatch.ops.worker import StoreSink
 from citywatch.rules.engine import RuleEngine
 from citywatch.rules.loader import load_ruleset
 from citywatch.streams.envelope import Envelope

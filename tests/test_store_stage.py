@@ -17,8 +17,8 @@ from kafka_helpers import read_topic
 from sqlalchemy import select
 
 from citywatch.ops.store.schema import AlertRow
+from citywatch.ops.store.sink import StoreSink
 from citywatch.ops.store.store import IncidentStore
-from citywatch.ops.worker import StoreSink
 from citywatch.streams.alert import encode_alert
 from citywatch.streams.deadletter import decode_deadletter
 from citywatch.streams.kafka_admin import KafkaAdmin

@@ -19,10 +19,10 @@ from factories import make_alert
 
 from citywatch.ops.settings import Settings
 from citywatch.ops.store.outbox import Outbox
+from citywatch.ops.store.sink import StoreSink
 from citywatch.ops.store.store import IncidentStore
 from citywatch.ops.store.subscriptions import SubscriptionBook
 from citywatch.ops.store.tokens import TokenBook
-from citywatch.ops.worker import StoreSink
 from citywatch.streams.broker import free_port
 from citywatch.streams.routing import Deliverer, Delivery
 from citywatch.streams.subscriptions import SubscriptionIn
