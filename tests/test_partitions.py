@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -181,10 +182,11 @@ def test_split_stages_in_process_match_one_evaluation_whatever_the_interleaving(
     assert got == expected
 
 
-def test_a_frame_without_rows_closes_the_windows_it_lets_pass(tmp_path: Path) -> None:
-    """Two partitions feed a zone: a window whose zone time has passed stays open while
-    the other partition lags, and closes on that partition's next frame even when the
-    frame has no rows for the zone (its stream time alone)."""
+def _held_zone_window(tmp_path: Path) -> tuple[Any, Any, Any, int, float, float]:
+    """A one-hour zone window over two partitions, and a keyed frame (readings at 00:30
+    and 02:30 in Manhattan, routed from partition 0) whose zone has passed 01:00 while
+    partition 1 lags at 00:40: ``(zone stage, entity frame, keyed rows, owning
+    partition, lagging time, the frame's time)``."""
     from datetime import UTC, datetime
 
     from citywatch.ops.settings import DEMO_DIR
@@ -204,59 +206,7 @@ def test_a_frame_without_rows_closes_the_windows_it_lets_pass(tmp_path: Path) ->
     path.write_text(yaml.safe_dump(rules))
     entity, zone = RuleEngine.from_ruleset(load_ruleset(path), ChangelogState()).split(
         ChangelogState(), 2)
-
-    def reading(hour: int) -> Envelope:  # Manhattan, the Empire State Building
-        return make_envelope(source="t", source_record_id=str(hour), domain="environment",
-                             kind="air_quality.observed",
-                             time=datetime(2024, 1, 1, hour, 30, tzinfo=UTC),
-                             entity_id="s1", geometry={"type": "Point",
-                                                       "coordinates": [-73.9857, 40.7484]},
-                             attributes={"pm25": 5.0})
-
-    frame = build_frame([reading(0), reading(2)])
-    routes = entity.process(frame, position=1).routes
-    owner = next(iter(routes))
-    frame_end = datetime(2024, 1, 1, 2, 30, tzinfo=UTC).timestamp()
-    rows = take_rows(frame, routes[owner], origin="events/0", offset=1, source_partition=0,
-                     watermark=frame_end)
-    lagging = datetime(2024, 1, 1, 0, 40, tzinfo=UTC).timestamp()
-    held = zone.process(rows, position=1, shard=owner, stream_time=(lagging, lagging))
-    assert held.alerts == []  # partition 1 has not passed 01:00 yet
-    held.commit_state()
-    empty = take_rows(frame, [], origin="events/1", offset=1, source_partition=1,
-                      watermark=frame_end)
-    closed = zone.process(empty, position=2, shard=owner, stream_time=(lagging, frame_end))
-    assert [a.attributes["window_start"] for a in closed.alerts] == [
-        "2024-01-01T00:00:00+00:00"]
-
-
-def test_a_frame_read_again_keeps_the_windows_waiting_for_the_stream_time(
-        tmp_path: Path) -> None:
-    """A zone window held back by a lagging partition, then the same keyed frame read
-    again (a worker killed before it committed the frame's offset): the window still
-    closes once the lagging partition passes it. The read-again frame used to drop the
-    zone from the waiting groups, so its windows never closed (seen as 9 zone-window
-    alerts missing, now and then, in the 2 × 4 SIGKILL run above)."""
-    from datetime import UTC, datetime
-
-    from citywatch.ops.settings import DEMO_DIR
-    from citywatch.streams.batch import build_frame, take_rows
-    from citywatch.streams.envelope import make_envelope
-    from citywatch.streams.rule_state import ChangelogState
-
-    rules = {"zones": [{"layer": "nyc",
-                        "path": str(DEMO_DIR / "zones/new-york-city-boroughs.geojson")}],
-             "rules": [{"id": "busy", "domain": "environment",
-                        "condition": {"type": "window", "attribute": "pm25",
-                                      "aggregate": "count", "size": "1h",
-                                      "group_by": "zone:nyc", "op": ">=", "value": 1},
-                        "alert": {"severity": "Minor", "category": "Env",
-                                  "message": "{zone}"}}]}
-    path = tmp_path / "rules.yaml"
-    path.write_text(yaml.safe_dump(rules))
-    entity, zone = RuleEngine.from_ruleset(load_ruleset(path), ChangelogState()).split(
-        ChangelogState(), 2)
-    frame = build_frame([make_envelope(
+    frame = build_frame([make_envelope(  # Manhattan, the Empire State Building
         source="t", source_record_id=str(hour), domain="environment",
         kind="air_quality.observed", time=datetime(2024, 1, 1, hour, 30, tzinfo=UTC),
         entity_id="s1", geometry={"type": "Point", "coordinates": [-73.9857, 40.7484]},
@@ -267,9 +217,26 @@ def test_a_frame_read_again_keeps_the_windows_waiting_for_the_stream_time(
     rows = take_rows(frame, routes[owner], origin="events/0", offset=1, source_partition=0,
                      watermark=frame_end)
     lagging = datetime(2024, 1, 1, 0, 40, tzinfo=UTC).timestamp()
-    for _ in range(2):  # read, then read again
+    return zone, frame, rows, owner, lagging, frame_end
+
+
+@pytest.mark.parametrize("reads", [1, 2], ids=["read-once", "read-again"])
+def test_a_frame_without_rows_closes_the_windows_it_lets_pass(tmp_path: Path,
+                                                              reads: int) -> None:
+    """Two partitions feed a zone: a window whose zone time has passed stays open while
+    the other partition lags, and closes on that partition's next frame even when the
+    frame has no rows for the zone (its stream time alone).
+
+    read-again: the held keyed frame is read a second time (a worker killed before it
+    committed the frame's offset). That read used to drop the zone from the groups
+    waiting for the stream time, so its windows never closed (seen as 9 zone-window
+    alerts missing, now and then, in the 2 × 4 SIGKILL run above)."""
+    from citywatch.streams.batch import take_rows
+
+    zone, frame, rows, owner, lagging, frame_end = _held_zone_window(tmp_path)
+    for _ in range(reads):
         held = zone.process(rows, position=1, shard=owner, stream_time=(lagging, lagging))
-        assert held.alerts == []
+        assert held.alerts == []  # partition 1 has not passed 01:00 yet
         held.commit_state()
     empty = take_rows(frame, [], origin="events/1", offset=1, source_partition=1,
                       watermark=frame_end)
